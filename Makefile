@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine: `make test` and `make bench`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEPS   := torch==2.13.0 triton numpy pytest pytest-benchmark setuptools wheel
+
+.PHONY: test bench gpu-check cuda-compile-check clean
+
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*/*.h)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(DEPS)
+	$(PY) -m pip install -q --no-build-isolation -e .
+	touch $(STAMP)
+
+# The whole suite; Triton kernels run on the CPU through the interpreter.
+test: $(STAMP)
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests
+
+# Benchmark table against native PyTorch on the best device present.
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+# Everything a lent GPU box should do, in one call (system python, no registry).
+gpu-check:
+	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PYTHON) -m pytest -q -m cuda tests 2>&1 | tee bench/results/gpu-tests.log
+	$(PYTHON) -m pytest -q tests 2>&1 | tail -3 | tee -a bench/results/gpu-tests.log
+	$(PYTHON) -m bench.run --out bench/results
+
+clean:
+	rm -rf $(VENV) build *.egg-info fused_losses/_C*.so

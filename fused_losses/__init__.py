@@ -1,0 +1,15 @@
+"""fused_losses: class-imbalance losses fused into single GPU passes.
+
+>>> import torch, fused_losses
+>>> fused_losses.focal_bce(torch.zeros(2, 3), torch.ones(2, 3), gamma=0.0)
+tensor(0.6931)
+"""
+from ._backend import BackendUnavailableError, available_backends
+from .functional import binary_cross_entropy_with_logits, focal_bce
+from .nn import BCEWithLogitsLoss, FocalBCE
+
+__version__ = "0.1.0"
+__all__ = [
+    "BCEWithLogitsLoss", "BackendUnavailableError", "FocalBCE", "available_backends",
+    "binary_cross_entropy_with_logits", "focal_bce",
+]

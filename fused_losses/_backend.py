@@ -1,0 +1,105 @@
+"""Which backends this installation has, and how ``backend=`` is resolved.
+
+``available_backends`` answers for a device type; ``resolve_backend`` turns the
+user's ``backend=`` into a concrete one or raises an error that says why the
+requested backend cannot run.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+BACKENDS = ("auto", "triton", "cuda", "cpu", "torch")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend exists in general but cannot run here."""
+
+
+def triton_interpreted() -> bool:
+    """True when Triton runs kernels through its CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _import_problem(module: str, why: str) -> str | None:
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return f"{why} ({exc})"
+    return None
+
+
+# Probed once, at package import, so that resolving a backend inside a
+# torch.compile trace only reads constants (no graph break, no import).
+_TRITON_PROBLEM = _import_problem("fused_losses.triton", "triton is not importable")
+_EXT_PROBLEM = _import_problem(
+    "fused_losses._C", "not built: the C++ extension fused_losses._C is missing; it is "
+    "skipped when installed without a compiler or with FUSED_LOSSES_SKIP_EXT=1")
+_INTERPRETED = triton_interpreted()
+_CUDA_PRESENT = torch.cuda.is_available()
+
+
+def _device_type(device) -> str:
+    if isinstance(device, torch.Tensor):
+        return device.device.type
+    return torch.device(device).type
+
+
+def backend_problem(backend: str, device_type: str) -> str | None:
+    """Why ``backend`` cannot run on ``device_type`` here, or None if it can."""
+    if backend == "torch":
+        return None
+    if backend == "triton":
+        if _TRITON_PROBLEM:
+            return _TRITON_PROBLEM
+        if device_type == "cuda":
+            return None if _CUDA_PRESENT else "no CUDA device is present"
+        if device_type == "cpu":
+            return None if _INTERPRETED else (
+                "Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
+                "(set it before importing fused_losses)")
+        return f"Triton kernels do not run on {device_type!r} tensors"
+    if backend in ("cpu", "cuda"):
+        if _EXT_PROBLEM:
+            return _EXT_PROBLEM
+        if device_type != backend:
+            return f"the {backend!r} backend takes {backend} tensors, got {device_type} tensors"
+        if backend == "cuda" and not _CUDA_PRESENT:
+            return "no CUDA device is present"
+        return None
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def available_backends(device="cpu") -> list[str]:
+    """The concrete backends usable here for tensors on ``device``.
+
+    >>> "torch" in available_backends("cpu")
+    True
+    """
+    device_type = _device_type(device)
+    return [b for b in BACKENDS[1:] if backend_problem(b, device_type) is None]
+
+
+def resolve_backend(backend: str, device_type: str, fused_ok: bool) -> str:
+    """Turn ``backend=`` into a concrete backend for a call.
+
+    ``fused_ok`` is False when the call needs something only the reference
+    gives (float64 maths, gradients for target or weights); ``auto`` then
+    picks the reference and an explicit fused backend is refused by the caller.
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        problem = backend_problem(backend, device_type)
+        if problem:
+            raise BackendUnavailableError(f"backend={backend!r} is unavailable: {problem}")
+        return backend
+    if not fused_ok:
+        return "torch"
+    order = {"cuda": ("triton", "cuda"), "cpu": ("cpu",)}.get(device_type, ())
+    for candidate in order:
+        if backend_problem(candidate, device_type) is None:
+            return candidate
+    return "torch"

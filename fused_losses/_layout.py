@@ -1,0 +1,48 @@
+"""Host-side layout helpers shared by the fused backends (no kernels here).
+
+Kernels see every loss as a row-major [R, C] problem with C the last dim.
+Broadcast operands (pos_weight, weight, alpha) are passed as a base tensor plus
+(row, column) strides of their expanded view, so a per-class ``[C]`` vector
+costs C reads from cache instead of an N×C copy.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def rows_cols(shape) -> tuple[int, int]:
+    """(R, C) of a logits shape ``[..., C]``; a 0-d tensor is one element."""
+    cols = shape[-1] if len(shape) else 1
+    numel = 1
+    for size in shape:
+        numel *= size
+    return (numel // cols if cols else 0), cols
+
+
+def as_rows(operand: torch.Tensor | None, shape, rows: int, cols: int):
+    """``(tensor, stride_r, stride_c)`` addressing ``operand`` broadcast to [R, C].
+
+    Falls back to one materialised copy only when the broadcast leading dims
+    cannot be merged into a single row stride (e.g. a ``[5, 1]`` weight on a
+    ``[3, 5, 7]`` input).
+    """
+    if operand is None:
+        return None, 0, 0
+    view = operand.expand(shape)
+    if view.dim() == 0:
+        return view, 0, 0
+    stride_c = view.stride(-1) if cols > 1 else 0
+    lead = [(size, stride) for size, stride in zip(view.shape[:-1], view.stride()[:-1])
+            if size != 1]
+    stride_r = lead[-1][1] if lead else 0
+    for (size_a, stride_a), (size_b, stride_b) in zip(lead, lead[1:]):
+        if stride_a != stride_b * size_b:
+            view = view.reshape(rows, cols)
+            return view, view.stride(0), (view.stride(1) if cols > 1 else 0)
+    return view, stride_r, stride_c
+
+
+def flat_target(target: torch.Tensor) -> torch.Tensor:
+    """Contiguous target with bool reinterpreted as uint8 (a view, no copy)."""
+    target = target.contiguous()
+    return target.view(torch.uint8) if target.dtype == torch.bool else target

@@ -1,0 +1,92 @@
+"""Argument checks shared by every loss.
+
+Each check raises ``TypeError`` or ``ValueError`` naming the argument and the
+offending shapes or values. None of them reads tensor data, so none syncs.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+REDUCTIONS = ("none", "mean", "sum")
+LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_logits(input) -> torch.Tensor:
+    check_tensor("input", input)
+    if input.dtype not in LOGIT_DTYPES:
+        raise TypeError(
+            f"input (logits) must be float16, bfloat16, float32 or float64, got {input.dtype}")
+    return input
+
+
+def check_target(input: torch.Tensor, target) -> torch.Tensor:
+    check_tensor("target", target)
+    if target.is_complex():
+        raise TypeError(f"target must be a real or bool tensor, got {target.dtype}")
+    if target.shape != input.shape:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} must equal input shape {tuple(input.shape)}")
+    return target
+
+
+def check_reduction(reduction) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_real(name: str, value, low: float, high: float, *,
+               high_open: bool = False) -> float:
+    """A Python real number in [low, high] (or [low, high) with high_open)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    above = value >= high if high_open else value > high
+    if math.isnan(value) or value < low or above:
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+    return value
+
+
+def check_broadcast(name: str, value, target: torch.Tensor):
+    """``value`` (tensor or None) must broadcast to ``target``'s shape without growing it."""
+    if value is None:
+        return None
+    check_tensor(name, value)
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    try:
+        shape = torch.broadcast_shapes(value.shape, target.shape)
+    except RuntimeError:
+        shape = None
+    if shape != target.shape:
+        raise ValueError(
+            f"{name} of shape {tuple(value.shape)} does not broadcast to the target "
+            f"shape {tuple(target.shape)}")
+    return value
+
+
+def check_devices(**tensors) -> None:
+    """All named tensors (None ignored) must sit on one device."""
+    named = [(k, v) for k, v in tensors.items() if isinstance(v, torch.Tensor)]
+    devices = {v.device for _, v in named}
+    if len(devices) > 1:
+        where = ", ".join(f"{k} on {v.device}" for k, v in named)
+        raise ValueError(f"all tensors must be on one device, got {where}")
+
+
+def check_ignore_index(ignore_index):
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    return int(ignore_index)

@@ -1,0 +1,109 @@
+"""Functional forms: validate arguments, pick a backend, call the op.
+
+Every function takes ``backend="auto" | "triton" | "cuda" | "cpu" | "torch"``
+(see ``fused_losses.available_backends``).
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from . import _validate as v
+from ._backend import resolve_backend
+from .ops import focal_bce as _focal_bce_ops
+
+
+def _check_alpha(alpha, target):
+    if alpha is None or isinstance(alpha, torch.Tensor):
+        return v.check_broadcast("alpha", alpha, target)
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be None, a float or a tensor, got {type(alpha).__name__}")
+    return v.check_real("alpha", alpha, 0.0, 1.0)
+
+
+def focal_bce(input: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
+              alpha=None, pos_weight=None, weight=None, label_smoothing: float = 0.0,
+              ignore_index=None, reduction: str = "mean", backend: str = "auto"):
+    r"""Sigmoid focal binary cross-entropy on logits.
+
+    .. math::
+        \ell = w \cdot \alpha_t \cdot (1-p_t)^\gamma \cdot
+               -\bigl(p_w\,t\log\sigma(x) + (1-t)\log\sigma(-x)\bigr),
+        \quad p_t = \sigma(x)t + \sigma(-x)(1-t),\quad
+        \alpha_t = \alpha t + (1-\alpha)(1-t)
+
+    Args:
+        input: logits ``[..., C]``; float16, bfloat16, float32 (float64: reference only).
+        target: same shape; soft labels in [0, 1] (any float dtype) or hard
+            labels (bool, uint8, integer).
+        gamma: focusing exponent γ ≥ 0; 0 gives weighted BCE.
+        alpha: None (α_t = 1), a float in [0, 1], or a tensor broadcasting to target.
+        pos_weight: weight of the positive term, broadcasting to target (e.g. ``[C]``).
+        weight: per-element rescaling, broadcasting to target.
+        label_smoothing: ε in [0, 1); targets become t·(1-ε) + ε/2.
+        ignore_index: elements whose target equals it give zero loss and
+            gradient and leave the mean's denominator (all ignored → 0).
+        reduction: ``"none"`` (shape of input), ``"mean"`` or ``"sum"`` (scalar).
+        backend: which implementation runs; ``"auto"`` picks the fastest here.
+
+    Returns:
+        The loss in ``input.dtype``.
+
+    Example:
+        >>> import torch, fused_losses
+        >>> x = torch.randn(4, 270, requires_grad=True)
+        >>> y = torch.rand(4, 270) < 0.02
+        >>> loss = fused_losses.focal_bce(x, y, gamma=2.0, alpha=0.25)
+        >>> loss.backward()
+        >>> x.grad.shape
+        torch.Size([4, 270])
+    """
+    v.check_logits(input)
+    v.check_target(input, target)
+    gamma = v.check_real("gamma", gamma, 0.0, float("inf"))
+    alpha = _check_alpha(alpha, target)
+    v.check_broadcast("pos_weight", pos_weight, target)
+    v.check_broadcast("weight", weight, target)
+    label_smoothing = v.check_real("label_smoothing", label_smoothing, 0.0, 1.0,
+                                   high_open=True)
+    ignore_index = v.check_ignore_index(ignore_index)
+    v.check_reduction(reduction)
+    v.check_devices(input=input, target=target, alpha=alpha, pos_weight=pos_weight,
+                    weight=weight)
+    with_grad = [name for name, t in (("target", target), ("alpha", alpha),
+                                      ("pos_weight", pos_weight), ("weight", weight))
+                 if isinstance(t, torch.Tensor) and t.requires_grad]
+    if target.requires_grad and gamma != 0.0:
+        raise ValueError("target.requires_grad is only supported with gamma=0 "
+                         "(the focal factor's target derivative is not implemented)")
+    fused_ok = input.dtype != torch.float64 and not with_grad
+    chosen = resolve_backend(backend, input.device.type, fused_ok)
+    if chosen != "torch" and not fused_ok:
+        raise ValueError(
+            f"backend={backend!r} needs float16/bfloat16/float32 input and no gradient "
+            f"for target, alpha, pos_weight or weight; got input {input.dtype} and "
+            f"requires_grad on {with_grad}; use backend='torch' or 'auto'")
+    return _focal_bce_ops.focal_bce(
+        input, target, backend=chosen, gamma=gamma, alpha=alpha, pos_weight=pos_weight,
+        weight=weight, label_smoothing=label_smoothing, ignore_index=ignore_index,
+        reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
+                                     weight=None, reduction: str = "mean",
+                                     pos_weight=None) -> torch.Tensor:
+    """Drop-in for ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    It is :func:`focal_bce` with ``gamma=0``: same signature, same result to
+    fp32 rounding, fused on GPU.
+
+    Example:
+        >>> import torch, fused_losses
+        >>> x, y = torch.randn(8, 5), torch.rand(8, 5)
+        >>> ref = torch.nn.functional.binary_cross_entropy_with_logits(x, y)
+        >>> torch.allclose(fused_losses.binary_cross_entropy_with_logits(x, y), ref)
+        True
+    """
+    return focal_bce(input, target, gamma=0.0, pos_weight=pos_weight, weight=weight,
+                     reduction=reduction)

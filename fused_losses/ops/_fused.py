@@ -1,0 +1,46 @@
+"""Autograd wiring shared by fused ops that follow the (loss, grad, scale) protocol.
+
+A fused forward op returns ``(loss, grad, scale)``. For ``mean``/``sum`` the
+forward already computed ``grad`` = d(loss)/d(input) up to the factor
+``scale``; the backward is one multiply. For ``none`` it saves its inputs and
+the backward calls the loss's one-pass backward op.
+"""
+from __future__ import annotations
+
+import torch
+
+# Positional layout of every fused forward op:
+# (input, target, *tensor_options, *scalar_options, reduction, compute_grad)
+
+
+def register_fused_autograd(fwd_op, bwd_op, n_tensor_options: int) -> None:
+    """Attach autograd to ``fwd_op``; ``bwd_op(grad_out, input, target, *options)``."""
+
+    def setup_context(ctx, inputs, output):
+        input, target = inputs[0], inputs[1]
+        tensors = inputs[2:2 + n_tensor_options]
+        ctx.scalars = inputs[2 + n_tensor_options:-2]
+        ctx.reduction = inputs[-2]
+        ctx.n_inputs = len(inputs)
+        _, grad, scale = output
+        ctx.mark_non_differentiable(grad, scale)
+        if ctx.reduction == "none":
+            ctx.save_for_backward(input, target, *tensors)
+        else:
+            ctx.save_for_backward(grad, scale)
+
+    def backward(ctx, grad_loss, _grad_grad, _grad_scale):
+        if ctx.reduction == "none":
+            input, target, *tensors = ctx.saved_tensors
+            grad_input = bwd_op(grad_loss, input, target, *tensors, *ctx.scalars)
+        else:
+            grad, scale = ctx.saved_tensors
+            grad_input = grad * (grad_loss * scale)
+        return (grad_input,) + (None,) * (ctx.n_inputs - 1)
+
+    torch.library.register_autograd(fwd_op, backward, setup_context=setup_context)
+
+
+def needs_input_grad(input: torch.Tensor) -> bool:
+    """Whether the forward should write the gradient (skipped under no_grad)."""
+    return input.requires_grad and torch.is_grad_enabled()

@@ -1,0 +1,4 @@
+"""Pure-PyTorch reference losses: the CPU fallback and the test oracle."""
+from .focal_bce import focal_bce
+
+__all__ = ["focal_bce"]

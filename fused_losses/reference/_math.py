@@ -1,0 +1,74 @@
+"""Elementwise maths shared by the pure-PyTorch reference losses.
+
+Everything here is differentiable with autograd and stable for any finite logit.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def compute_dtype(input: torch.Tensor) -> torch.dtype:
+    """fp32 maths for fp16/bf16/fp32 logits, fp64 for fp64 logits (gradcheck)."""
+    return torch.float64 if input.dtype == torch.float64 else torch.float32
+
+
+def prepare_target(target: torch.Tensor, dtype: torch.dtype, ignore_index,
+                   label_smoothing: float):
+    """Float targets with ignored entries zeroed, then smoothed.
+
+    Returns ``(t, keep)``; ``keep`` is None when nothing can be ignored.
+    Zeroing before smoothing keeps values like -100 out of the maths, so an
+    ignored element can never leak a NaN into the gradient.
+    """
+    t = target.to(dtype)
+    keep = None
+    if ignore_index is not None:
+        keep = target != ignore_index
+        t = torch.where(keep, t, torch.zeros((), dtype=dtype, device=t.device))
+    if label_smoothing:
+        t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    return t, keep
+
+
+def log_sigmoid_pair(x: torch.Tensor):
+    """``(log σ(x), log σ(-x))``, both finite for every finite x."""
+    return F.logsigmoid(x), F.logsigmoid(-x)
+
+
+def log_one_minus_pt(log_p: torch.Tensor, log_n: torch.Tensor, t: torch.Tensor,
+                     hard: bool) -> torch.Tensor:
+    """log(1 - p_t) with p_t = σ(x)·t + σ(-x)·(1-t).
+
+    1 - p_t = σ(x)·(1-t) + σ(-x)·t, a sum of two non-negative terms, so its log
+    is a log-add-exp of ``log σ(x) + log(1-t)`` and ``log σ(-x) + log t``.
+    For hard 0/1 targets that collapses to a select between the two
+    log-sigmoids, which never underflows to log(0).
+    """
+    if hard:
+        return torch.where(t > 0.5, log_n, log_p)
+    return torch.logaddexp(log_p + torch.log1p(-t), log_n + torch.log(t))
+
+
+def alpha_factor(alpha, t: torch.Tensor) -> torch.Tensor:
+    """α_t = α·t + (1-α)·(1-t) for a float or tensor α."""
+    if isinstance(alpha, torch.Tensor):
+        alpha = alpha.to(t.dtype)
+    return alpha * t + (1.0 - alpha) * (1.0 - t)
+
+
+def reduce_loss(loss: torch.Tensor, keep, reduction: str) -> torch.Tensor:
+    """Apply ``reduction``; ``mean`` divides by the number of kept elements.
+
+    With every element ignored the mean is 0, not NaN. Without ``keep`` the mean
+    is torch's plain mean (NaN for an empty input, as torch gives).
+    """
+    if keep is not None:
+        loss = torch.where(keep, loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if keep is None:
+        return loss.mean()
+    return loss.sum() / keep.sum().clamp_min(1).to(loss.dtype)
