@@ -46,3 +46,16 @@ def flat_target(target: torch.Tensor) -> torch.Tensor:
     """Contiguous target with bool reinterpreted as uint8 (a view, no copy)."""
     target = target.contiguous()
     return target.view(torch.uint8) if target.dtype == torch.bool else target
+
+
+def fused_outputs(input: torch.Tensor, reduction: str, compute_grad: bool):
+    """Empty ``(loss, grad, scale)`` of a fused forward op (also its fake kernel).
+
+    ``loss``: ``[]`` or input's shape for ``none``, in input's dtype; ``grad``:
+    input's shape when a reduced loss needs a gradient, else ``[0]``;
+    ``scale``: fp32 ``[]``.
+    """
+    reduce = reduction != "none"
+    loss = input.new_empty(() if reduce else input.shape)
+    grad = input.new_empty(input.shape if (reduce and compute_grad) else (0,))
+    return loss, grad, input.new_empty((), dtype=torch.float32)

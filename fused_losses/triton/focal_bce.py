@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .._layout import as_rows, flat_target, rows_cols
+from .._layout import as_rows, flat_target, fused_outputs, rows_cols
 from ._math import focal_factor, load_rc, row_col, sigmoid_terms
 from ._reduce import launch_sum_partials
 
@@ -158,9 +158,7 @@ def focal_bce_triton_fwd(input: torch.Tensor, target: torch.Tensor,
     write_grad = reduce and compute_grad
     n_prog = triton.cdiv(numel, BLOCK)
     device = input.device
-    out = torch.empty(() if reduce else input.shape, dtype=input.dtype, device=device)
-    grad = torch.empty(input.shape if write_grad else (0,), dtype=input.dtype, device=device)
-    scale = torch.empty((), dtype=torch.float32, device=device)
+    out, grad, scale = fused_outputs(input, reduction, compute_grad)
     psum = torch.empty((n_prog if reduce else 0,), dtype=torch.float32, device=device)
     pcnt = torch.empty((n_prog if reduce else 0,), dtype=torch.int32, device=device)
     # A mean without ignore_index has a host-known divisor: fold it in here.
@@ -193,3 +191,16 @@ def focal_bce_triton_bwd(grad_output: torch.Tensor, input: torch.Tensor,
         wrap_triton(_focal_bce_bwd_kernel)[(n_prog,)](
             *args, grad_output.contiguous(), grad_input, numel, *sizes, **flags)
     return grad_input
+
+
+# Explicit fake kernels: shapes only, so FakeTensor tracing never launches
+# anything (the auto-derived fake would run the interpreter on CPU).
+@focal_bce_triton_fwd.register_fake
+def _(input, target, alpha, pos_weight, weight, gamma, alpha_value, label_smoothing,
+      ignore_index, reduction, compute_grad):
+    return fused_outputs(input, reduction, compute_grad)
+
+
+@focal_bce_triton_bwd.register_fake
+def _(grad_output, input, *args):
+    return torch.empty_like(input, memory_format=torch.contiguous_format)

@@ -1,0 +1,72 @@
+"""Shared test helpers: inputs, tolerances and a forward+backward runner."""
+from __future__ import annotations
+
+import torch
+
+import fused_losses
+
+SHAPES = [(1, 1), (37, 270), (129, 1001), (3, 5, 7), (1001,)]
+LOGIT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+TARGET_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.bool, torch.uint8,
+                 torch.int64, torch.int32]
+# (rtol, atol as a fraction of the reference's max magnitude), per output dtype.
+TOL = {torch.float32: (2e-5, 2e-6), torch.float16: (2e-3, 2e-3),
+       torch.bfloat16: (1.6e-2, 1.6e-2), torch.float64: (1e-12, 1e-13)}
+
+
+def triton_device() -> str:
+    """Where Triton kernels run: the GPU, else the CPU interpreter."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_inputs(shape, logit_dtype=torch.float32, target_dtype=torch.float32,
+                device="cpu", scale=3.0, seed=0, positive_rate=0.2):
+    """Logits ~ N(0, scale²); hard targets with ``positive_rate`` positives, or
+    soft targets in [0, 1] (a quarter of them exactly 0 or 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=gen) * scale).to(logit_dtype)
+    u = torch.rand(shape, generator=gen)
+    if target_dtype.is_floating_point:
+        t = torch.rand(shape, generator=gen)
+        t = torch.where(u < 0.125, 0.0, torch.where(u > 0.875, 1.0, t))
+    else:
+        t = u < positive_rate
+    return x.to(device), t.to(target_dtype).to(device)
+
+
+def forward_backward(fn, x, upstream_seed=1, **kwargs):
+    """(loss, d(Σ g·loss)/dx) with a fixed non-unit upstream gradient g."""
+    x = x.detach().clone().requires_grad_(True)
+    loss = fn(x, **kwargs)
+    gen = torch.Generator().manual_seed(upstream_seed)
+    g = (torch.rand(loss.shape, generator=gen) + 0.5).to(loss.dtype).to(loss.device)
+    loss.backward(g)
+    return loss.detach(), x.grad
+
+
+def assert_close(actual, expected, dtype=None, what=""):
+    """Elementwise |a-e| <= atol + rtol·|e|, atol relative to max |e|."""
+    rtol, atol_frac = TOL[dtype or expected.dtype]
+    a, e = actual.double().cpu(), expected.double().cpu()
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    scale = e.abs().max().item() if e.numel() else 0.0
+    atol = atol_frac * max(scale, 1e-30)
+    bad = ~((a - e).abs() <= atol + rtol * e.abs())
+    bad &= ~((a.isnan() & e.isnan()) | (a == e))
+    assert not bad.any(), (
+        f"{what}: {int(bad.sum())}/{a.numel()} mismatches, max |diff| "
+        f"{(a - e).abs().max().item():.3e} (atol {atol:.3e}, rtol {rtol})")
+
+
+def parity(x, t, backend, dtype=None, **options):
+    """Compare ``backend`` with the reference on loss and gradient."""
+    fn = fused_losses.focal_bce
+    got = forward_backward(lambda z: fn(z, t, backend=backend, **options), x)
+    ref = forward_backward(lambda z: fn(z.cpu(), t.cpu(), backend="torch",
+                                        **_cpu(options)), x)
+    assert_close(got[0], ref[0], dtype or x.dtype, "loss")
+    assert_close(got[1], ref[1], dtype or x.dtype, "grad")
+
+
+def _cpu(options):
+    return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in options.items()}

@@ -1,0 +1,117 @@
+"""GPU-only checks: compile, CUDA graphs, autocast, full opcheck, memory.
+
+Parity on CUDA runs in test_focal_bce_triton.py (it targets the GPU when one
+is present); these are the checks that cannot run under the interpreter.
+"""
+import pytest
+import torch
+
+import fused_losses
+from helpers import assert_close, forward_backward, make_inputs
+
+pytestmark = pytest.mark.cuda
+BACKENDS = ["triton"]
+
+
+def _model_and_data(dtype=torch.float32):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 270).cuda()
+    h = torch.randn(512, 64, device="cuda")
+    y = torch.rand(512, 270, device="cuda") < 0.02
+    return model, h, y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_compile_fullgraph_training_step(backend, reduction):
+    model, h, y = _model_and_data()
+    crit = fused_losses.FocalBCE(alpha=0.25, pos_weight=torch.full((270,), 2.0).cuda(),
+                                 reduction=reduction, backend=backend)
+
+    def step(h, y):
+        loss = crit(model(h), y)
+        loss = loss if reduction == "mean" else loss.mean()
+        loss.backward()
+        return loss
+
+    eager_loss = step(h, y)
+    eager_grad = model.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    compiled_loss = torch.compile(step, fullgraph=True)(h, y)
+    assert_close(compiled_loss.detach(), eager_loss.detach(), what="loss")
+    assert_close(model.weight.grad, eager_grad, what="weight grad")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_graph_capture(backend):
+    x, t = make_inputs((257, 270), target_dtype=torch.bool, device="cuda")
+    x.requires_grad_(True)
+    crit = fused_losses.FocalBCE(ignore_index=None, backend=backend)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm up (compiles kernels) off the capture
+        for _ in range(2):
+            x.grad = None
+            crit(x, t).backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    x.grad = None
+    with torch.cuda.graph(graph):
+        loss = crit(x, t)
+        loss.backward()
+    with torch.no_grad():
+        x.copy_(x * 0.5)
+    graph.replay()
+    torch.cuda.synchronize()
+    expected = forward_backward(lambda z: fused_losses.focal_bce(z, t, backend="torch"), x)
+    assert_close(loss.detach(), expected[0], what="loss")
+    assert_close(x.grad, expected[1], what="grad")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast(backend, dtype):
+    model, h, y = _model_and_data()
+    with torch.autocast("cuda", dtype=dtype):
+        logits = model(h)
+        assert logits.dtype == dtype
+        loss = fused_losses.focal_bce(logits, y, backend=backend)
+    loss.backward()
+    assert loss.dtype == dtype and torch.isfinite(loss)
+    ref = fused_losses.focal_bce(logits.detach(), y, backend="torch")
+    assert_close(loss.detach(), ref, dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_opcheck_all_utils(reduction):
+    x, t = make_inputs((37, 270), device="cuda")
+    x.requires_grad_(True)
+    pw = torch.rand(270, device="cuda")
+    torch.library.opcheck(torch.ops.fused_losses.focal_bce_triton_fwd.default,
+                          (x, t, None, pw, None, 2.0, 0.25, 0.1, -1, reduction, True))
+
+
+def test_peak_memory_is_one_gradient_plus_output():
+    x, t = make_inputs((65536, 270), torch.bfloat16, torch.bool, device="cuda")
+    x.requires_grad_(True)
+    fused_losses.focal_bce(x, t, backend="triton").backward()  # warm-up
+    x.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fused_losses.focal_bce(x, t, backend="triton").backward()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    grad_bytes = x.numel() * x.element_size()
+    # The saved forward gradient plus the returned x.grad, and small partials.
+    assert extra <= 2 * grad_bytes + (1 << 20), extra / grad_bytes
+
+
+def test_large_shape_deterministic_and_matches():
+    x, t = make_inputs((65536, 270), torch.float32, torch.bool, device="cuda")
+    runs = [forward_backward(lambda z: fused_losses.focal_bce(z, t, backend="triton"), x)
+            for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    ref = forward_backward(lambda z: fused_losses.focal_bce(z, t, backend="torch"), x)
+    assert_close(runs[0][0], ref[0], what="loss")
+    assert_close(runs[0][1], ref[1], what="grad")

@@ -1,0 +1,171 @@
+"""Fused Triton kernels against the reference (interpreter on CPU, real on GPU)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fused_losses
+from helpers import (LOGIT_DTYPES, SHAPES, TARGET_DTYPES, assert_close, forward_backward,
+                     make_inputs, parity, triton_device)
+
+pytestmark = pytest.mark.skipif(
+    "triton" not in fused_losses.available_backends(triton_device()),
+    reason="Triton backend unavailable here")
+DEV = triton_device()
+REDUCTIONS = ["none", "mean", "sum"]
+
+
+def full_options(shape, device):
+    """Every tensor option at once, each with a different broadcast pattern."""
+    gen = torch.Generator().manual_seed(7)
+    c = shape[-1] if shape else 1
+    lead = shape[:-1]
+    return dict(gamma=1.5, pos_weight=(torch.rand(c, generator=gen) * 3 + 0.2).to(device),
+                weight=torch.rand(*lead, 1, generator=gen).to(device),
+                alpha=torch.rand(c, generator=gen).to(device))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("logit_dtype", LOGIT_DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_parity_shapes_dtypes(shape, logit_dtype, reduction):
+    x, t = make_inputs(shape, logit_dtype, torch.bool, device=DEV)
+    parity(x, t, "triton", reduction=reduction, **full_options(shape, DEV))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("target_dtype", TARGET_DTYPES)
+def test_parity_target_dtypes(target_dtype, reduction):
+    x, t = make_inputs((37, 270), torch.float32, target_dtype, device=DEV)
+    parity(x, t, "triton", reduction=reduction, gamma=2.0, alpha=0.25)
+
+
+OPTIONS = {
+    "bce": dict(gamma=0.0),
+    "focal": dict(gamma=2.0),
+    "gamma<1": dict(gamma=0.4),
+    "gamma-nonint": dict(gamma=2.7, alpha=0.8),
+    "alpha-float": dict(alpha=0.25),
+    "alpha-tensor": dict(alpha="alpha_c"),
+    "pos_weight": dict(pos_weight="pw_c"),
+    "weight-full": dict(weight="w_full"),
+    "weight-scalar": dict(weight="w_0d"),
+    "weight-middle": dict(weight="w_mid"),
+    "smoothing": dict(label_smoothing=0.1),
+    "ignore": dict(ignore_index=-1),
+    "everything": dict(gamma=2.0, alpha="alpha_c", pos_weight="pw_c", weight="w_full",
+                       label_smoothing=0.05, ignore_index=-1),
+}
+
+
+def _resolve(options, shape, target):
+    gen = torch.Generator().manual_seed(11)
+    c = shape[-1]
+    tensors = {"alpha_c": torch.rand(c, generator=gen), "pw_c": torch.rand(c, generator=gen) * 4,
+               "w_full": torch.rand(shape, generator=gen), "w_0d": torch.tensor(0.7),
+               "w_mid": torch.rand(*shape[:-2], shape[-2], 1, generator=gen)}
+    out = {k: (tensors[v].to(DEV) if isinstance(v, str) else v) for k, v in options.items()}
+    if "ignore_index" in out:
+        target = target.clone()
+        target.view(-1)[::5] = -1
+    return out, target
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("target_dtype", [torch.float32, torch.int64])
+@pytest.mark.parametrize("shape", [(37, 270), (3, 5, 7)])
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_parity_options(name, shape, target_dtype, reduction):
+    x, t = make_inputs(shape, torch.float32, target_dtype, device=DEV)
+    options, t = _resolve(OPTIONS[name], shape, t)
+    parity(x, t, "triton", reduction=reduction, **options)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gamma0_equals_torch_bce(reduction):
+    x, t = make_inputs((129, 1001), target_dtype=torch.float32, device=DEV)
+    pw = torch.rand(1001, device=DEV) * 3
+    w = torch.rand(129, 1, device=DEV)
+    got = forward_backward(lambda z: fused_losses.focal_bce(
+        z, t, gamma=0.0, pos_weight=pw, weight=w, reduction=reduction, backend="triton"), x)
+    ref = forward_backward(lambda z: F.binary_cross_entropy_with_logits(
+        z, t, pos_weight=pw, weight=w, reduction=reduction), x)
+    assert_close(got[0], ref[0], what="loss")
+    assert_close(got[1], ref[1], what="grad")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("ignore_index", [None, -1])
+def test_repeated_calls_bit_identical(reduction, ignore_index):
+    x, t = make_inputs((129, 1001), torch.bfloat16, torch.int64, device=DEV)
+    t.view(-1)[::7] = -1
+    run = lambda: forward_backward(lambda z: fused_losses.focal_bce(  # noqa: E731
+        z, t, ignore_index=ignore_index, reduction=reduction, backend="triton"), x)
+    (l1, g1), (l2, g2) = run(), run()
+    assert torch.equal(l1, l2) and torch.equal(g1, g2)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 2.0, 2.5])
+@pytest.mark.parametrize("dtype,big", [(torch.float32, 1e4), (torch.float16, 6e4),
+                                       (torch.bfloat16, 1e4)])
+@pytest.mark.parametrize("target_dtype", [torch.float32, torch.bool])
+def test_extreme_logits_finite_and_match(gamma, dtype, big, target_dtype):
+    x = torch.tensor([[-big, big, -big, big, 0.0, 30.0, -30.0, 90.0, -90.0]], dtype=dtype)
+    t = torch.tensor([[0, 0, 1, 1, 1, 1, 0, 1, 0.0]]).to(target_dtype)
+    x, t = x.to(DEV), t.to(DEV)
+    for reduction in REDUCTIONS:
+        loss, grad = forward_backward(lambda z: fused_losses.focal_bce(
+            z, t, gamma=gamma, reduction=reduction, backend="triton"), x)
+        assert torch.isfinite(grad).all()
+        # A sum of several 6e4 losses really does overflow float16.
+        assert torch.isfinite(loss).all() or (reduction == "sum" and dtype == torch.float16)
+        parity(x, t, "triton", gamma=gamma, reduction=reduction)
+
+
+def test_soft_target_gamma_below_one_near_certain():
+    x = torch.tensor([40.0, -40.0, 17.0, -17.0, 60.0], device=DEV)
+    t = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.999], device=DEV)
+    loss, grad = forward_backward(lambda z: fused_losses.focal_bce(
+        z, t, gamma=0.25, reduction="none", backend="triton"), x)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    parity(x, t, "triton", gamma=0.25, reduction="none")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nan_logit_propagates(reduction):
+    x, t = make_inputs((37, 270), device=DEV)
+    x[5, 17] = float("nan")
+    assert fused_losses.focal_bce(x, t, reduction=reduction, backend="triton").isnan()
+
+
+def test_all_ignored_and_empty():
+    x, t = make_inputs((6, 5), target_dtype=torch.int64, device=DEV)
+    t.fill_(-1)
+    loss, grad = forward_backward(lambda z: fused_losses.focal_bce(
+        z, t, ignore_index=-1, backend="triton"), x)
+    assert loss.item() == 0.0 and (grad == 0).all()
+    x, t = make_inputs((0, 5), device=DEV)
+    assert fused_losses.focal_bce(x, t, backend="triton", reduction="sum").item() == 0.0
+    assert fused_losses.focal_bce(x, t, backend="triton").isnan()  # torch's empty mean
+
+
+def test_no_grad_skips_gradient_and_matches():
+    x, t = make_inputs((37, 270), device=DEV)
+    with torch.no_grad():
+        got = fused_losses.focal_bce(x.requires_grad_(), t, backend="triton")
+    assert_close(got, fused_losses.focal_bce(x.detach(), t, backend="torch"))
+
+
+def test_opcheck_schema_fake_autograd():
+    """opcheck's checks that work under the interpreter; the AOT-dispatch check
+    runs in the CUDA suite (it cannot run interpreted kernels)."""
+    x, t = make_inputs((37, 270), device=DEV)
+    x.requires_grad_(True)
+    pw = torch.rand(270, device=DEV)
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    for reduction in REDUCTIONS:
+        torch.library.opcheck(torch.ops.fused_losses.focal_bce_triton_fwd.default,
+                              (x, t, None, pw, None, 2.0, 0.25, 0.0, None, reduction, True),
+                              test_utils=utils)
+    torch.library.opcheck(torch.ops.fused_losses.focal_bce_triton_bwd.default,
+                          (torch.rand_like(x), x.detach(), t, None, pw, None, 2.0, None,
+                           0.1, -1), test_utils=utils)
