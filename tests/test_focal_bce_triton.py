@@ -169,3 +169,17 @@ def test_opcheck_schema_fake_autograd():
     torch.library.opcheck(torch.ops.fused_losses.focal_bce_triton_bwd.default,
                           (torch.rand_like(x), x.detach(), t, None, pw, None, 2.0, None,
                            0.1, -1), test_utils=utils)
+
+
+def test_second_backward_with_retain_graph_raises_not_rescales():
+    """The forward's gradient is scaled in place, so a second backward must fail
+    loudly (autograd's version check) rather than scale it twice."""
+    x, t = make_inputs((5, 7), device=DEV)
+    x.requires_grad_(True)
+    loss = fused_losses.focal_bce(x, t, backend="triton")
+    (loss * 3).backward(retain_graph=True)
+    z = x.detach().clone().requires_grad_(True)
+    expected, = torch.autograd.grad(3 * fused_losses.focal_bce(z, t, backend="torch"), z)
+    assert_close(x.grad, expected, what="grad")
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (loss * 3).backward()

@@ -35,10 +35,24 @@ def register_fused_autograd(fwd_op, bwd_op, n_tensor_options: int) -> None:
             grad_input = bwd_op(grad_loss, input, target, *tensors, *ctx.scalars)
         else:
             grad, scale = ctx.saved_tensors
-            grad_input = grad * (grad_loss * scale)
+            grad_input = _scale_saved_grad(grad, grad_loss * scale)
         return (grad_input,) + (None,) * (ctx.n_inputs - 1)
 
     torch.library.register_autograd(fwd_op, backward, setup_context=setup_context)
+
+
+def _scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """The forward's gradient times ``factor``, in place when running eagerly.
+
+    In place keeps the peak at one gradient-sized tensor. It is safe: the
+    buffer is private to this node, autograd frees it after this backward, and
+    a second backward (``retain_graph=True``) fails autograd's version-counter
+    check on ``saved_tensors`` instead of scaling twice. Traced code (fake or
+    functional tensors under torch.compile) gets the out-of-place product.
+    """
+    if type(grad) is torch.Tensor:
+        return grad.mul_(factor)
+    return grad * factor
 
 
 def needs_input_grad(input: torch.Tensor) -> bool:
