@@ -109,20 +109,46 @@ def roofline(device: torch.device, name: str) -> tuple:
     return measure_copy_gbs(device), "measured copy bandwidth"
 
 
-def time_ms(fn, inputs: dict, device: torch.device, reps: int) -> float:
-    """Median ms of ``fn(inputs)``; the caller has already run one warm-up call."""
-    x = inputs["input"]
+def call_once(fn, inputs: dict, device: torch.device) -> float:
+    """Seconds for one call, starting from ``grad`` None so every call allocates it."""
+    inputs["input"].grad = None
+    sync(device)
+    start = time.perf_counter()
+    fn(inputs)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_candidates(cands: list, inputs: dict, device: torch.device, reps: int,
+                    failed: dict) -> dict:
+    """Median ms per candidate name; failures go into ``failed`` (name -> error).
+
+    Every candidate has already run one warm-up call. On CPU the reps go
+    round-robin over the candidates, so a load change on a shared machine
+    slows all of them alike and the speed-up ratios stay meaningful.
+    """
+    ms = {}
     if device.type == "cuda":
         import triton.testing
-        return triton.testing.do_bench(lambda: fn(inputs), grad_to_none=[x],
-                                       return_mode="median")
-    samples = []
+        for cand in cands:
+            try:
+                ms[cand.name] = triton.testing.do_bench(
+                    lambda: cand.fn(inputs), grad_to_none=[inputs["input"]],
+                    return_mode="median")
+            except Exception as exc:  # one broken candidate must not end the run
+                failed[cand.name] = short_error(exc)
+        return ms
+    samples = {cand.name: [] for cand in cands}
     for _ in range(reps):
-        x.grad = None
-        start = time.perf_counter()
-        fn(inputs)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
+        for cand in cands:
+            if cand.name in failed:
+                continue
+            try:
+                samples[cand.name].append(call_once(cand.fn, inputs, device))
+            except Exception as exc:
+                failed[cand.name] = short_error(exc)
+    return {name: statistics.median(s) * 1e3 for name, s in samples.items()
+            if s and name not in failed}
 
 
 def peak_extra_bytes(fn, inputs: dict, device: torch.device):
@@ -149,28 +175,34 @@ def run_case(case, module, device, reps, roof_gbs, common) -> tuple:
     grad_bytes = inputs["input"].numel() * inputs["input"].element_size()
     io_bytes = grad_bytes + sum(t.numel() * t.element_size() for t in inputs.values()
                                 if isinstance(t, torch.Tensor))
-    rows, times = [], {}
-    for cand in module.candidates(case):
-        row = dict(common, loss=case.loss, shape=case.shape_str, dtype=case.dtype_str,
-                   candidate=cand.name, backend=cand.backend, note="")
+    cands, failed, peaks = module.candidates(case), {}, {}
+    for cand in cands:
         try:
-            inputs["input"].grad = None
-            cand.fn(inputs)  # warm-up: compiles, autotunes, faults pages in
-            sync(device)
-            ms = time_ms(cand.fn, inputs, device, reps)
-            peak = peak_extra_bytes(cand.fn, inputs, device)
+            call_once(cand.fn, inputs, device)  # warm-up: compiles, autotunes, faults pages in
         except Exception as exc:  # one broken candidate must not end the run
-            row["note"] = short_error(exc)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        else:
-            times[cand.name] = ms
+            failed[cand.name] = short_error(exc)
+    live = [cand for cand in cands if cand.name not in failed]
+    times = time_candidates(live, inputs, device, reps, failed)
+    for cand in live:
+        if cand.name in times:
+            try:
+                peaks[cand.name] = peak_extra_bytes(cand.fn, inputs, device)
+            except Exception as exc:
+                failed[cand.name] = short_error(exc)
+                del times[cand.name]
+    inputs["input"].grad = None
+    rows = []
+    for cand in cands:
+        row = dict(common, loss=case.loss, shape=case.shape_str, dtype=case.dtype_str,
+                   candidate=cand.name, backend=cand.backend, note=failed.get(cand.name, ""))
+        if cand.name in times:
+            ms = times[cand.name]
             gbs = io_bytes / (ms * 1e-3) / 1e9
-            row.update(ms=f"{ms:.4f}", gb_s=f"{gbs:.1f}", roofline_pct=f"{100 * gbs / roof_gbs:.1f}")
-            if peak is not None:
-                row.update(peak_extra_mib=f"{peak / MIB:.1f}",
-                           peak_extra_x_grad=f"{peak / grad_bytes:.2f}")
-        inputs["input"].grad = None
+            row.update(ms=f"{ms:.4f}", gb_s=f"{gbs:.1f}" if gbs >= 10 else f"{gbs:.3f}",
+                       roofline_pct=f"{100 * gbs / roof_gbs:.1f}")
+            if peaks.get(cand.name) is not None:
+                row.update(peak_extra_mib=f"{peaks[cand.name] / MIB:.1f}",
+                           peak_extra_x_grad=f"{peaks[cand.name] / grad_bytes:.2f}")
         rows.append(row)
     for row in rows:
         for base in BASELINES:

@@ -5,7 +5,9 @@ import torch
 
 import fused_losses
 
-SHAPES = [(1, 1), (37, 270), (129, 1001), (3, 5, 7), (1001,)]
+# (23, 41): 1/41 rounds so the row estimate needs its correction; (3, 2500) and
+# (4099,): C >= BLOCK takes the single-wrap path.
+SHAPES = [(1, 1), (37, 270), (129, 1001), (3, 5, 7), (1001,), (23, 41), (3, 2500), (4099,)]
 LOGIT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TARGET_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.bool, torch.uint8,
                  torch.int64, torch.int32]
