@@ -1,1 +1,1 @@
-"""Benchmarks for fused_losses: one ``bench_<loss>.py`` per loss, run by ``python -m bench.run``."""
+"""Benchmarks for fused_losses: a ``bench_<loss>.py`` per loss, run by ``python -m bench.run``."""

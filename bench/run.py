@@ -4,8 +4,9 @@ For every (loss, shape, dtype) from each ``bench/bench_<loss>.py`` and every
 candidate implementation it measures one forward+backward call:
 
 - time: ``triton.testing.do_bench`` median on CUDA; on CPU one warm-up, then
-  the median of ``--reps`` ``time.perf_counter`` runs. ``input.grad`` is set to
-  None before every run, so each one allocates its gradient afresh.
+  the median of ``--reps`` ``time.perf_counter`` runs, taken round-robin over
+  the candidates. ``input.grad`` is set to None before every run, so each one
+  allocates its gradient afresh.
 - effective GB/s: (bytes of every input tensor read once + the gradient written
   once, in the logits' dtype) / time, and its % of the memory-bandwidth
   roofline: a spec-sheet table for known GPUs, otherwise a measured copy
@@ -13,8 +14,8 @@ candidate implementation it measures one forward+backward call:
 - peak extra memory (CUDA only): ``max_memory_allocated`` during the call
   minus what was allocated before it, with the inputs alive and ``grad`` None;
   in MiB and as a multiple of the gradient's size.
-- speed-up of each candidate against each baseline, from times of this run
-  only, because absolute times on shared machines are noise.
+- speed-up of each candidate against each baseline (baseline ms / its ms),
+  from times of this run only, because absolute times on shared machines are noise.
 
 Prints a table, appends rows to ``<out>/<device-slug>.csv`` and, when
 matplotlib is importable, draws ``<out>/<device-slug>.png`` from this run.
@@ -22,7 +23,6 @@ matplotlib is importable, draws ``<out>/<device-slug>.png`` from this run.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import gc
 import importlib
@@ -31,7 +31,6 @@ import platform
 import re
 import statistics
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -40,11 +39,10 @@ import torch
 import fused_losses
 from fused_losses._backend import resolve_backend
 
+from ._report import draw_chart, print_case, write_csv
+
 BASELINES = ("eager", "compile", "torchvision")
-COLUMNS = ("timestamp", "device", "torch", "triton", "loss", "shape", "dtype", "candidate",
-           "backend", "ms", "gb_s", "roofline_pct", "peak_extra_mib", "peak_extra_x_grad",
-           "speedup_vs_eager", "speedup_vs_compile", "speedup_vs_torchvision", "note")
-# Spec-sheet HBM bandwidth in GB/s, matched on name tokens (prefixes), so that
+# Spec-sheet HBM bandwidth in GB/s, matched on name-token prefixes so that
 # e.g. "GH200" is not taken for "H200".
 ROOFLINE_GBS = ((("h200",), 4800.0), (("h100", "hbm3"), 3350.0), (("h100", "sxm"), 3350.0),
                 (("h100", "pcie"), 2000.0), (("a100", "80gb"), 2039.0),
@@ -54,8 +52,8 @@ MIB = 1 << 20
 
 def available_losses() -> list:
     """Stems of the ``bench_<loss>.py`` modules beside this file."""
-    here = Path(__file__).parent
-    return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)])
+    here = str(Path(__file__).parent)
+    return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([here])
                   if m.name.startswith("bench_"))
 
 
@@ -84,16 +82,24 @@ def sync(device: torch.device) -> None:
 
 
 def measure_copy_gbs(device: torch.device) -> float:
-    """Best-of-5 bandwidth of cloning a large buffer, bytes read + written."""
+    """Best of 6 clones of a large buffer (1 GiB on CUDA, 256 MiB on CPU), bytes read + written."""
     nbytes = (1 << 30) if device.type == "cuda" else 256 * MIB
     src = torch.ones(nbytes, dtype=torch.uint8, device=device)
     best = float("inf")
     for _ in range(6):
-        sync(device)
-        start = time.perf_counter()
-        dst = src.clone()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
+        if device.type == "cuda":
+            # Events, because launch and sync overhead is a few % of a 1 GiB copy.
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst = src.clone()
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) * 1e-3
+        else:
+            start = time.perf_counter()
+            dst = src.clone()
+            seconds = time.perf_counter() - start
+        best = min(best, seconds)
         del dst
     return 2 * nbytes / best / 1e9
 
@@ -107,6 +113,11 @@ def roofline(device: torch.device, name: str) -> tuple:
                 return gbs, "spec table"
         return measure_copy_gbs(device), "measured 1 GiB clone bandwidth"
     return measure_copy_gbs(device), "measured copy bandwidth"
+
+
+def short_error(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300]
 
 
 def call_once(fn, inputs: dict, device: torch.device) -> float:
@@ -123,29 +134,24 @@ def time_candidates(cands: list, inputs: dict, device: torch.device, reps: int,
                     failed: dict) -> dict:
     """Median ms per candidate name; failures go into ``failed`` (name -> error).
 
-    Every candidate has already run one warm-up call. On CPU the reps go
-    round-robin over the candidates, so a load change on a shared machine
-    slows all of them alike and the speed-up ratios stay meaningful.
+    Every candidate has already had its warm-up call. On CPU the reps go
+    round-robin over the candidates, so that a load change on a shared machine
+    slows them all alike and the speed-up ratios stay meaningful.
     """
-    ms = {}
-    if device.type == "cuda":
-        import triton.testing
-        for cand in cands:
-            try:
-                ms[cand.name] = triton.testing.do_bench(
-                    lambda: cand.fn(inputs), grad_to_none=[inputs["input"]],
-                    return_mode="median")
-            except Exception as exc:  # one broken candidate must not end the run
-                failed[cand.name] = short_error(exc)
-        return ms
     samples = {cand.name: [] for cand in cands}
-    for _ in range(reps):
+    for rep in range(1 if device.type == "cuda" else reps):
         for cand in cands:
             if cand.name in failed:
                 continue
             try:
-                samples[cand.name].append(call_once(cand.fn, inputs, device))
-            except Exception as exc:
+                if device.type == "cuda":
+                    import triton.testing
+                    samples[cand.name].append(triton.testing.do_bench(
+                        lambda: cand.fn(inputs), grad_to_none=[inputs["input"]],
+                        return_mode="median") * 1e-3)
+                else:
+                    samples[cand.name].append(call_once(cand.fn, inputs, device))
+            except Exception as exc:  # one broken candidate must not end the run
                 failed[cand.name] = short_error(exc)
     return {name: statistics.median(s) * 1e3 for name, s in samples.items()
             if s and name not in failed}
@@ -164,11 +170,6 @@ def peak_extra_bytes(fn, inputs: dict, device: torch.device):
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def short_error(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:300]
-
-
 def run_case(case, module, device, reps, roof_gbs, common) -> tuple:
     """Measure every candidate on one case: (rows with the CSV columns, bytes moved)."""
     inputs = case.make_inputs()
@@ -179,35 +180,33 @@ def run_case(case, module, device, reps, roof_gbs, common) -> tuple:
     for cand in cands:
         try:
             call_once(cand.fn, inputs, device)  # warm-up: compiles, autotunes, faults pages in
-        except Exception as exc:  # one broken candidate must not end the run
+        except Exception as exc:
             failed[cand.name] = short_error(exc)
-    live = [cand for cand in cands if cand.name not in failed]
-    times = time_candidates(live, inputs, device, reps, failed)
-    for cand in live:
-        if cand.name in times:
-            try:
-                peaks[cand.name] = peak_extra_bytes(cand.fn, inputs, device)
-            except Exception as exc:
-                failed[cand.name] = short_error(exc)
-                del times[cand.name]
-    inputs["input"].grad = None
+    times = time_candidates([c for c in cands if c.name not in failed], inputs, device,
+                            reps, failed)
+    for name in list(times):
+        try:
+            peaks[name] = peak_extra_bytes(next(c for c in cands if c.name == name).fn,
+                                           inputs, device)
+        except Exception as exc:
+            failed[name] = short_error(exc)
+            del times[name]
     rows = []
     for cand in cands:
         row = dict(common, loss=case.loss, shape=case.shape_str, dtype=case.dtype_str,
                    candidate=cand.name, backend=cand.backend, note=failed.get(cand.name, ""))
-        if cand.name in times:
-            ms = times[cand.name]
+        ms = times.get(cand.name)
+        if ms is not None:
             gbs = io_bytes / (ms * 1e-3) / 1e9
             row.update(ms=f"{ms:.4f}", gb_s=f"{gbs:.1f}" if gbs >= 10 else f"{gbs:.3f}",
                        roofline_pct=f"{100 * gbs / roof_gbs:.1f}")
             if peaks.get(cand.name) is not None:
                 row.update(peak_extra_mib=f"{peaks[cand.name] / MIB:.1f}",
                            peak_extra_x_grad=f"{peaks[cand.name] / grad_bytes:.2f}")
+            for base in BASELINES:
+                if base in times:
+                    row[f"speedup_vs_{base}"] = f"{times[base] / ms:.2f}"
         rows.append(row)
-    for row in rows:
-        for base in BASELINES:
-            if row["candidate"] in times and base in times:
-                row[f"speedup_vs_{base}"] = f"{times[base] / times[row['candidate']]:.2f}"
     del inputs
     gc.collect()
     if device.type == "cuda":
@@ -215,95 +214,15 @@ def run_case(case, module, device, reps, roof_gbs, common) -> tuple:
     return rows, io_bytes
 
 
-TABLE = (("candidate", "candidate", 12, "<"), ("backend", "backend", 9, "<"),
-         ("ms", "ms", 10, ">"), ("gb_s", "GB/s", 8, ">"), ("roofline_pct", "%roof", 6, ">"),
-         ("peak_extra_mib", "peak MiB", 9, ">"), ("peak_extra_x_grad", "x grad", 7, ">"),
-         ("speedup_vs_eager", "vs eager", 9, ">"), ("speedup_vs_compile", "vs compile", 11, ">"),
-         ("speedup_vs_torchvision", "vs torchv", 10, ">"))
-WIDTH = 120
-
-
-def format_row(values) -> str:
-    cells = [f"{v:{align}{width}}" for v, (_, _, width, align) in zip(values, TABLE)]
-    return "  " + " ".join(cells)
-
-
-def print_case(case, rows, io_bytes, cpu: bool) -> None:
-    print(f"\n{case.loss}  {case.shape_str}  {case.dtype_str}  "
-          f"({io_bytes / 1e6:.1f} MB read+written per call)")
-    print(format_row([title for _, title, _, _ in TABLE]) + " note")
-    for row in rows:
-        values = []
-        for key, _, _, _ in TABLE:
-            value = row.get(key, "")
-            if not value and key.startswith("peak") and cpu and "ms" in row:
-                value = "n/a"
-            values.append(value if value else ("failed" if key == "ms" else ""))
-        line = format_row(values)
-        room = WIDTH - len(line) - 1
-        note = row["note"]
-        print(line + (" " + (note if len(note) <= room else note[:max(room - 3, 0)] + "...")
-                      if note and room > 8 else ""))
-    for row in rows:
-        if row["note"] and "ms" not in row:
-            print(textwrap.fill(f"! {row['candidate']}: {row['note']}", WIDTH,
-                                initial_indent="  ", subsequent_indent="    "))
-
-
-def write_csv(path: Path, rows: list) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in COLUMNS})
-
-
-def draw_chart(path: Path, rows: list, title: str) -> bool:
-    """Grouped bars of ms per candidate per case (log scale); False without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    groups, names = [], []
-    for row in rows:
-        group = (row["loss"], row["shape"], row["dtype"])
-        if group not in groups:
-            groups.append(group)
-        if row["candidate"] not in names:
-            names.append(row["candidate"])
-    ms = {(r["loss"], r["shape"], r["dtype"], r["candidate"]): float(r["ms"])
-          for r in rows if r.get("ms")}
-    width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups)), 4.5))
-    for i, name in enumerate(names):
-        xs = [g + (i - (len(names) - 1) / 2) * width for g in range(len(groups))]
-        ys = [ms.get((*group, name), 0.0) for group in groups]
-        ax.bar(xs, ys, width, label=name)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{loss}\n{shape}\n{dtype}" for loss, shape, dtype in groups],
-                       fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("forward+backward ms (log)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
 def main(argv=None) -> int:
     losses = available_losses()
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.run",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
                         help="folder for <device>.csv and <device>.png (default bench/results)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
     parser.add_argument("--loss", action="append", choices=losses,
-                        help="only this loss (repeatable; default all)")
+                        help="only this loss (repeatable; default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reps", type=int, default=3, help="timed runs per candidate on CPU")
     args = parser.parse_args(argv)
@@ -316,15 +235,14 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     common = {"timestamp": stamp, "device": name, "torch": torch.__version__,
               "triton": triton_version()}
-    auto = resolve_backend("auto", device.type, True)
     timing = ("triton.testing.do_bench median" if device.type == "cuda"
-              else f"perf_counter, 1 warm-up + median of {args.reps}")
+              else f"perf_counter, 1 warm-up + median of {args.reps}, round-robin")
     print(f"device: {name} ({device.type}) | torch {common['torch']} | triton {common['triton']}"
           f" | python {platform.python_version()}")
     print(f"backends on {device.type}: {', '.join(fused_losses.available_backends(device))}"
-          f" | auto -> {auto}")
+          f" | auto -> {resolve_backend('auto', device.type, True)}")
     print(f"roofline: {roof_gbs:.1f} GB/s ({roof_src}) | timing: {timing}")
-    print("speed-ups: baseline ms / this row's ms (> 1 means this row is faster)")
+    print("vs <baseline>: baseline ms / this row's ms (> 1: this row is faster)")
 
     all_rows = []
     for loss in args.loss or losses:
@@ -337,14 +255,15 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / f"{slug(name)}.csv"
+    csv_path, png_path = out / f"{slug(name)}.csv", out / f"{slug(name)}.png"
     roof_note = f"roofline {roof_gbs:.1f} GB/s ({roof_src})"
     write_csv(csv_path, [dict(r, note="; ".join(filter(None, (r["note"], roof_note))))
                          for r in all_rows])
     print(f"\nappended {len(all_rows)} rows to {csv_path}")
-    png = out / f"{slug(name)}.png"
-    if draw_chart(png, all_rows, f"{name} | torch {common['torch']} | {stamp}"):
-        print(f"chart: {png}")
+    if not all_rows:
+        print("chart skipped: no rows")
+    elif draw_chart(png_path, all_rows, f"{name} | torch {common['torch']} | {stamp}"):
+        print(f"chart: {png_path}")
     else:
         print("chart skipped: matplotlib is not importable")
     return 0
