@@ -8,6 +8,7 @@ FUSED_LOSSES_FORCE_CUDA=1.
 """
 import glob
 import os
+import platform
 import warnings
 
 from setuptools import setup
@@ -15,10 +16,29 @@ from setuptools import setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+# Per-file flags: each CPU kernel is compiled once per capability and the
+# fastest one the running CPU supports is chosen at run time (csrc/cpu/dispatch.cpp).
+# ATen's Vectorized only uses SIMD (and Sleef's exp/log) under these macros.
+CAPABILITY_FLAGS = {
+    "_default.cpp": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
+    "_avx2.cpp": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+                    "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+}
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _cpu_sources():
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    if not X86:  # only the baseline build of each kernel elsewhere
+        sources = [s for s in sources if not s.endswith(("_avx2.cpp", "_avx512.cpp"))]
+    return sources
+
+
 def _extension_kwargs():
     if os.environ.get("FUSED_LOSSES_SKIP_EXT", "0") == "1":
         return {}
-    cpp = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    cpp = _cpu_sources()
     if not cpp:
         return {}
     try:
@@ -29,16 +49,18 @@ def _extension_kwargs():
                       "installing without the C++ extension")
         return {}
     force_cuda = os.environ.get("FUSED_LOSSES_FORCE_CUDA", "0") == "1"
-    cu = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
-    with_cuda = bool(cu) and (force_cuda or (torch.version.cuda is not None and ext.CUDA_HOME is not None))
+    cu = sorted(glob.glob("csrc/cuda/*.cu"))
+    with_cuda = bool(cu) and (force_cuda or (torch.version.cuda is not None
+                                             and ext.CUDA_HOME is not None))
     sources = cpp + (cu if with_cuda else [])
     macros = [("FUSED_LOSSES_WITH_CUDA", "1")] if with_cuda else []
     cls = ext.CUDAExtension if with_cuda else ext.CppExtension
     module = cls("fused_losses._C", sources, define_macros=macros,
+                 include_dirs=[os.path.join(ROOT, "csrc")],
                  extra_compile_args={"cxx": ["-O3", "-std=c++17"],
-                                     "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]})
-    return {"ext_modules": [module],
-            "cmdclass": {"build_ext": _optional_build(ext.BuildExtension)}}
+                                     "nvcc": ["-O3", "-std=c++17"]})
+    build = ext.BuildExtension.with_options(use_ninja=False)
+    return {"ext_modules": [module], "cmdclass": {"build_ext": _optional_build(build)}}
 
 
 def _optional_build(base):
@@ -53,12 +75,32 @@ def _optional_build(base):
                               "only the 'torch' and 'triton' backends will be available")
 
         def build_extension(self, extension):
+            _add_per_file_flags(self.compiler)
             try:
                 super().build_extension(extension)
             except Exception as exc:  # noqa: BLE001
                 warnings.warn(f"fused_losses: C++ extension not built ({exc}); "
                               "only the 'torch' and 'triton' backends will be available")
     return OptionalBuildExt
+
+
+def _add_per_file_flags(compiler):
+    """Wrap torch's per-source compile step to append CAPABILITY_FLAGS by file name."""
+    inner = compiler._compile
+    if getattr(inner, "_fused_losses", False):
+        return
+
+    def compile_one(obj, src, ext, cc_args, extra_postargs, pp_opts):
+        extra = [f for suffix, flags in CAPABILITY_FLAGS.items() if src.endswith(suffix)
+                 for f in flags]
+        if extra and isinstance(extra_postargs, dict):
+            extra_postargs = dict(extra_postargs, cxx=list(extra_postargs["cxx"]) + extra)
+        elif extra:
+            extra_postargs = list(extra_postargs) + extra
+        return inner(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+    compile_one._fused_losses = True
+    compiler._compile = compile_one
 
 
 setup(**_extension_kwargs())

@@ -37,6 +37,7 @@ _TRITON_PROBLEM = _import_problem("fused_losses.triton", "triton is not importab
 _EXT_PROBLEM = _import_problem(
     "fused_losses._C", "not built: the C++ extension fused_losses._C is missing; it is "
     "skipped when installed without a compiler or with FUSED_LOSSES_SKIP_EXT=1")
+_EXT_HAS_CUDA = _EXT_PROBLEM is None and torch.ops.fused_losses._built_with_cuda()
 _INTERPRETED = triton_interpreted()
 _CUDA_PRESENT = torch.cuda.is_available()
 
@@ -66,6 +67,8 @@ def backend_problem(backend: str, device_type: str) -> str | None:
             return _EXT_PROBLEM
         if device_type != backend:
             return f"the {backend!r} backend takes {backend} tensors, got {device_type} tensors"
+        if backend == "cuda" and not _EXT_HAS_CUDA:
+            return "not built: fused_losses._C has no CUDA kernels (no nvcc or CUDA torch at install time)"
         if backend == "cuda" and not _CUDA_PRESENT:
             return "no CUDA device is present"
         return None

@@ -1,7 +1,8 @@
-"""GPU-only checks: compile, CUDA graphs, autocast, full opcheck, memory.
+"""GPU-only checks for the Triton and CUDA backends: compile, CUDA graphs,
+autocast, memory and large-shape determinism.
 
-Parity on CUDA runs in test_focal_bce_triton.py (it targets the GPU when one
-is present); these are the checks that cannot run under the interpreter.
+Parity and opcheck on CUDA run in test_focal_bce_fused.py (its Triton and
+cuda parameters target the GPU when one is present).
 """
 import pytest
 import torch
@@ -10,7 +11,9 @@ import fused_losses
 from helpers import assert_close, forward_backward, make_inputs
 
 pytestmark = pytest.mark.cuda
-BACKENDS = ["triton"]
+BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(
+    b not in fused_losses.available_backends("cuda"), reason=f"{b} backend unavailable"))
+    for b in ("triton", "cuda")]
 
 
 def _model_and_data(dtype=torch.float32):
@@ -28,17 +31,20 @@ def test_compile_fullgraph_training_step(backend, reduction):
     crit = fused_losses.FocalBCE(alpha=0.25, pos_weight=torch.full((270,), 2.0).cuda(),
                                  reduction=reduction, backend=backend)
 
-    def step(h, y):
+    def forward(h, y):
         loss = crit(model(h), y)
-        loss = loss if reduction == "mean" else loss.mean()
-        loss.backward()
-        return loss
+        return loss if reduction == "mean" else loss.mean()
 
-    eager_loss = step(h, y)
+    def step(fn):  # forward traced whole; AOTAutograd compiles its backward
+        loss = fn(h, y)
+        loss.backward()
+        return loss.detach()
+
+    eager_loss = step(forward)
     eager_grad = model.weight.grad.clone()
     model.zero_grad(set_to_none=True)
-    compiled_loss = torch.compile(step, fullgraph=True)(h, y)
-    assert_close(compiled_loss.detach(), eager_loss.detach(), what="loss")
+    compiled_loss = step(torch.compile(forward, fullgraph=True))
+    assert_close(compiled_loss, eager_loss, what="loss")
     assert_close(model.weight.grad, eager_grad, what="weight grad")
 
 
@@ -82,24 +88,16 @@ def test_autocast(backend, dtype):
     assert_close(loss.detach(), ref, dtype)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_opcheck_all_utils(reduction):
-    x, t = make_inputs((37, 270), device="cuda")
-    x.requires_grad_(True)
-    pw = torch.rand(270, device="cuda")
-    torch.library.opcheck(torch.ops.fused_losses.focal_bce_triton_fwd.default,
-                          (x, t, None, pw, None, 2.0, 0.25, 0.1, -1, reduction, True))
-
-
-def test_peak_memory_is_one_gradient():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_peak_memory_is_one_gradient(backend):
     x, t = make_inputs((65536, 270), torch.bfloat16, torch.bool, device="cuda")
     x.requires_grad_(True)
-    fused_losses.focal_bce(x, t, backend="triton").backward()  # warm-up
+    fused_losses.focal_bce(x, t, backend=backend).backward()  # warm-up
     x.grad = None
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    fused_losses.focal_bce(x, t, backend="triton").backward()
+    fused_losses.focal_bce(x, t, backend=backend).backward()
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
     grad_bytes = x.numel() * x.element_size()
@@ -107,9 +105,10 @@ def test_peak_memory_is_one_gradient():
     assert extra <= grad_bytes + (1 << 20), extra / grad_bytes
 
 
-def test_large_shape_deterministic_and_matches():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_shape_deterministic_and_matches(backend):
     x, t = make_inputs((65536, 270), torch.float32, torch.bool, device="cuda")
-    runs = [forward_backward(lambda z: fused_losses.focal_bce(z, t, backend="triton"), x)
+    runs = [forward_backward(lambda z: fused_losses.focal_bce(z, t, backend=backend), x)
             for _ in range(2)]
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     ref = forward_backward(lambda z: fused_losses.focal_bce(z, t, backend="torch"), x)

@@ -1,0 +1,98 @@
+// Vectorized fp32 maths shared by every CPU loss kernel.
+//
+// Included once per CPU capability (see *_default.cpp, *_avx2.cpp,
+// *_avx512.cpp); everything lives in a namespace named after that capability
+// so the AVX2 and baseline copies never merge at link time.
+#pragma once
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace fused_losses {
+namespace cpu {
+namespace CPU_CAPABILITY {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = Vec::size();
+
+// Load n <= kLanes elements of any arithmetic type as floats (missing lanes 0).
+template <typename T>
+inline Vec load_as_float(const T* p, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return Vec::loadu(p, n);
+  } else {
+    alignas(64) float buf[kLanes] = {};
+    for (int64_t k = 0; k < n; ++k) buf[k] = static_cast<float>(p[k]);
+    return Vec::loadu(buf);
+  }
+}
+
+// Store the first n lanes converted to T.
+template <typename T>
+inline void store_as(T* p, const Vec& v, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    v.store(p, n);
+  } else {
+    alignas(64) float buf[kLanes];
+    v.store(buf);
+    for (int64_t k = 0; k < n; ++k) p[k] = static_cast<T>(buf[k]);
+  }
+}
+
+// log σ(x), log σ(-x), σ(x), σ(-x) from e = exp(-|x|) ≤ 1: one exp, one log1p,
+// one division, no overflow, and σ(-x) without the cancellation of 1 - σ(x).
+struct SigmoidTerms {
+  Vec log_p, log_n, s_p, s_n;
+};
+
+inline SigmoidTerms sigmoid_terms(const Vec& x) {
+  const Vec zero(0.f), one(1.f);
+  Vec e = x.abs().neg().exp();
+  Vec softplus_neg_abs = e.log1p();
+  Vec big = one / (one + e);
+  Vec small = e * big;
+  auto pos = x >= zero;
+  return {at::vec::minimum(x, zero) - softplus_neg_abs,
+          at::vec::maximum(x, zero).neg() - softplus_neg_abs,
+          Vec::blendv(small, big, pos), Vec::blendv(big, small, pos)};
+}
+
+// log(exp a + exp b), exact when one side is -inf.
+inline Vec log_add_exp(const Vec& a, const Vec& b) {
+  return at::vec::maximum(a, b) + (a - b).abs().neg().exp().log1p();
+}
+
+// Small non-negative integer exponent as repeated products (γ = 2: one multiply).
+inline Vec int_pow(const Vec& q, int n) {
+  Vec out(1.f);
+  for (int k = 0; k < n; ++k) out = out * q;
+  return out;
+}
+
+// f = (1-p_t)^γ and r = σ(x)σ(-x)/(1-p_t), so d f/dx = γ·f·(1-2t)·r.
+// int_gamma >= 0 when γ is a small integer (then f needs no exp/log).
+inline void focal_factor(const SigmoidTerms& s, const Vec& t, const Vec& gamma, int int_gamma,
+                         bool hard, Vec& f, Vec& r) {
+  if (hard) {
+    auto one_mask = t > Vec(0.5f);
+    r = Vec::blendv(s.s_n, s.s_p, one_mask);
+    if (int_gamma >= 0) {
+      f = int_pow(Vec::blendv(s.s_p, s.s_n, one_mask), int_gamma);
+    } else {
+      f = (gamma * Vec::blendv(s.log_p, s.log_n, one_mask)).exp();
+    }
+    return;
+  }
+  const Vec one(1.f);
+  Vec log_q = log_add_exp(s.log_p + t.neg().log1p(), s.log_n + t.log());
+  r = (s.log_p + s.log_n - log_q).exp();
+  f = int_gamma >= 0 ? int_pow(s.s_p * (one - t) + s.s_n * t, int_gamma)
+                     : (gamma * log_q).exp();
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace cpu
+}  // namespace fused_losses

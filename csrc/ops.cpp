@@ -1,0 +1,36 @@
+// Every C++ op schema of the fused_losses namespace, and the Python module
+// entry point of fused_losses._C (importing it registers the ops).
+#include <Python.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "cpu/capability.h"
+
+TORCH_LIBRARY(fused_losses, m) {
+  // Fused focal BCE: see fused_losses/ops/_fused.py for the (loss, grad, scale) protocol.
+  m.def(
+      "focal_bce_fwd(Tensor input, Tensor target, Tensor? alpha, Tensor? pos_weight, "
+      "Tensor? weight, float gamma, float? alpha_value, float label_smoothing, "
+      "int? ignore_index, str reduction, bool compute_grad) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "focal_bce_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? alpha, "
+      "Tensor? pos_weight, Tensor? weight, float gamma, float? alpha_value, "
+      "float label_smoothing, int? ignore_index) -> Tensor");
+  m.def("_cpu_capability() -> str", []() -> std::string {
+    return fused_losses::cpu::capability_name(fused_losses::cpu::active_capability());
+  });
+  m.def("_built_with_cuda() -> bool", []() -> bool {
+#ifdef FUSED_LOSSES_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+}
+
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "fused_losses C++/CUDA ops", -1,
+                               nullptr};
+  return PyModule_Create(&module);
+}
