@@ -1,0 +1,135 @@
+// fp32 device maths shared by every CUDA loss kernel: the counterpart of
+// fused_losses/triton/_math.py, so both GPU backends take the same stable paths.
+// Precise libm calls only (expf/logf/log1pf, never the __expf intrinsics): the
+// build does not use --use_fast_math and the tolerances assume full accuracy.
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace fused_losses {
+namespace device {
+
+constexpr int kWarpSize = 32;
+
+// ---------------------------------------------------------------------------
+// Elementwise maths
+// ---------------------------------------------------------------------------
+
+// log(1 + e^x): the max keeps e^x from overflowing, log1pf keeps the digits of
+// a tiny e^-|x|. A NaN x reaches the result through the log1pf term.
+__device__ __forceinline__ float softplus(float x) {
+  return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x)));
+}
+
+// log σ(x), log σ(-x), σ(x), σ(-x) from one exp and one log1p. Everything is
+// built on e = exp(-|x|) <= 1, so nothing overflows for any finite x, and the
+// smaller sigmoid is e/(1+e) rather than 1 - (larger), which would cancel.
+__device__ __forceinline__ void sigmoid_terms(float x, float* log_p, float* log_n,
+                                              float* s_p, float* s_n) {
+  const float e = expf(-fabsf(x));
+  const float softplus_neg_abs = log1pf(e);
+  *log_p = fminf(x, 0.f) - softplus_neg_abs;
+  *log_n = -fmaxf(x, 0.f) - softplus_neg_abs;
+  const float big = 1.f / (1.f + e);
+  const float small = e * big;
+  const bool pos = x >= 0.f;  // false for NaN: both sigmoids are then NaN anyway
+  *s_p = pos ? big : small;
+  *s_n = pos ? small : big;
+}
+
+// log(e^a + e^b); exact when one side is -inf (a soft target of exactly 0 or 1).
+__device__ __forceinline__ float log_add_exp(float a, float b) {
+  return fmaxf(a, b) + log1pf(expf(-fabsf(a - b)));
+}
+
+// q^n for n in 1..4 by multiplication: more accurate than exp(n·log q), whose
+// rounding error grows with |log q|, and cheaper.
+__device__ __forceinline__ float small_int_pow(float q, int n) {
+  const float q2 = q * q;
+  switch (n) {
+    case 1: return q;
+    case 2: return q2;
+    case 3: return q2 * q;
+    default: return q2 * q2;
+  }
+}
+
+// The focal factor f = (1-p_t)^γ and r = σ(x)σ(-x)/(1-p_t), so that
+// d f/dx = γ·f·(1-2t)·r. `gamma_int` is γ when the launcher saw an integer γ in
+// 1..4 (used on the hard path only), else 0.
+// Hard 0/1 targets: 1-p_t is σ(-x) or σ(x) and r is the other sigmoid, so
+// neither a log(0) nor a 0/0 can appear. Soft targets: 1-p_t = σ(x)(1-t) +
+// σ(-x)t is assembled in the log domain and r is formed there, never as 0/0.
+__device__ __forceinline__ void focal_factor(float log_p, float log_n, float s_p, float s_n,
+                                             float t, float gamma, int gamma_int, bool hard,
+                                             float* f, float* r) {
+  if (hard) {
+    const bool one = t > 0.5f;
+    *r = one ? s_p : s_n;
+    *f = gamma_int > 0 ? small_int_pow(one ? s_n : s_p, gamma_int)
+                       : expf(gamma * (one ? log_n : log_p));
+    return;
+  }
+  const float log_q = log_add_exp(log_p + log1pf(-t), log_n + logf(t));
+  *r = expf(log_p + log_n - log_q);
+  *f = expf(gamma * log_q);
+}
+
+// ---------------------------------------------------------------------------
+// Element loads and stores: maths is fp32 whatever the storage type.
+// ---------------------------------------------------------------------------
+
+template <typename T>  // float, double and the integer target types
+__device__ __forceinline__ float load_float(const T* p) {
+  return static_cast<float>(*p);
+}
+__device__ __forceinline__ float load_float(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ float load_float(const __nv_bfloat16* p) {
+  return __bfloat162float(*p);
+}
+
+__device__ __forceinline__ void store_float(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_float(double* p, float v) { *p = v; }
+__device__ __forceinline__ void store_float(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store_float(__nv_bfloat16* p, float v) {
+  *p = __float2bfloat16_rn(v);
+}
+
+// ---------------------------------------------------------------------------
+// Deterministic reductions: a fixed shuffle tree inside each warp, then warp 0
+// folds the per-warp sums in warp order. Same inputs, same bits, every run;
+// no atomics.
+// ---------------------------------------------------------------------------
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+    v += __shfl_down_sync(0xffffffffu, v, offset);
+  }
+  return v;
+}
+
+// Sum over the block; the result is valid in thread 0 only. Every thread of
+// the block must call it, and blockDim.x must be a multiple of 32.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v) {
+  __shared__ T warp_sums[kWarpSize];
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  v = warp_sum(v);
+  __syncthreads();  // an earlier block_sum<T> in this kernel may still be reading
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int n_warps = blockDim.x / kWarpSize;
+    v = warp_sum(lane < n_warps ? warp_sums[lane] : T(0));
+  }
+  return v;
+}
+
+}  // namespace device
+}  // namespace fused_losses
