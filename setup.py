@@ -55,10 +55,12 @@ def _extension_kwargs():
     sources = cpp + (cu if with_cuda else [])
     macros = [("FUSED_LOSSES_WITH_CUDA", "1")] if with_cuda else []
     cls = ext.CUDAExtension if with_cuda else ext.CppExtension
+    # at::parallel_for is inline OpenMP: without -fopenmp it silently runs on one thread.
     module = cls("fused_losses._C", sources, define_macros=macros,
                  include_dirs=[os.path.join(ROOT, "csrc")],
-                 extra_compile_args={"cxx": ["-O3", "-std=c++17"],
-                                     "nvcc": ["-O3", "-std=c++17"]})
+                 extra_compile_args={"cxx": ["-O3", "-std=c++17", "-fopenmp"],
+                                     "nvcc": ["-O3", "-std=c++17"]},
+                 extra_link_args=["-fopenmp"])
     build = ext.BuildExtension.with_options(use_ninja=False)
     return {"ext_modules": [module], "cmdclass": {"build_ext": _optional_build(build)}}
 

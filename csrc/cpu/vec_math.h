@@ -25,7 +25,11 @@ inline Vec load_as_float(const T* p, int64_t n) {
     return Vec::loadu(p, n);
   } else {
     alignas(64) float buf[kLanes] = {};
-    for (int64_t k = 0; k < n; ++k) buf[k] = static_cast<float>(p[k]);
+    if (n == kLanes) {  // fixed trip count: the compiler emits one vector convert
+      for (int64_t k = 0; k < kLanes; ++k) buf[k] = static_cast<float>(p[k]);
+    } else {
+      for (int64_t k = 0; k < n; ++k) buf[k] = static_cast<float>(p[k]);
+    }
     return Vec::loadu(buf);
   }
 }
@@ -38,8 +42,22 @@ inline void store_as(T* p, const Vec& v, int64_t n) {
   } else {
     alignas(64) float buf[kLanes];
     v.store(buf);
-    for (int64_t k = 0; k < n; ++k) p[k] = static_cast<T>(buf[k]);
+    if (n == kLanes) {
+      for (int64_t k = 0; k < kLanes; ++k) p[k] = static_cast<T>(buf[k]);
+    } else {
+      for (int64_t k = 0; k < n; ++k) p[k] = static_cast<T>(buf[k]);
+    }
   }
+}
+
+// log(1 + e) for e >= 0, accurate for tiny e (Goldberg: log(u)·e/(u-1) with
+// u = 1 + e rounded). On x86 this costs a log and a division, well under
+// Sleef's log1p.
+inline Vec log1p_nonneg(const Vec& e) {
+  const Vec one(1.f);
+  Vec u = one + e;
+  Vec d = u - one;
+  return Vec::blendv(u.log() * (e / d), e, d == Vec(0.f));
 }
 
 // log σ(x), log σ(-x), σ(x), σ(-x) from e = exp(-|x|) ≤ 1: one exp, one log1p,
@@ -51,7 +69,7 @@ struct SigmoidTerms {
 inline SigmoidTerms sigmoid_terms(const Vec& x) {
   const Vec zero(0.f), one(1.f);
   Vec e = x.abs().neg().exp();
-  Vec softplus_neg_abs = e.log1p();
+  Vec softplus_neg_abs = log1p_nonneg(e);
   Vec big = one / (one + e);
   Vec small = e * big;
   auto pos = x >= zero;

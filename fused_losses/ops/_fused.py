@@ -24,12 +24,17 @@ def register_fused_autograd(fwd_op, bwd_op, n_tensor_options: int) -> None:
         ctx.n_inputs = len(inputs)
         _, grad, scale = output
         ctx.mark_non_differentiable(grad, scale)
+        # Otherwise autograd hands backward a zero-filled N×C tensor for the
+        # unused `grad` output: an extra full-size allocation and fill.
+        ctx.set_materialize_grads(False)
         if ctx.reduction == "none":
             ctx.save_for_backward(input, target, *tensors)
         else:
             ctx.save_for_backward(grad, scale)
 
     def backward(ctx, grad_loss, _grad_grad, _grad_scale):
+        if grad_loss is None:  # possible without materialized grads
+            return (None,) * ctx.n_inputs
         if ctx.reduction == "none":
             input, target, *tensors = ctx.saved_tensors
             grad_input = bwd_op(grad_loss, input, target, *tensors, *ctx.scalars)
