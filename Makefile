@@ -5,12 +5,17 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEPS   := torch==2.13.0 triton numpy pytest pytest-benchmark setuptools wheel
 
-.PHONY: test bench gpu-check cuda-compile-check clean
+.PHONY: test bench gpu-check clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*/*.h)
+SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+
+# Rebuilt from scratch when any C++ source or header changes (setuptools only
+# tracks .cpp timestamps, not the headers they include).
+$(STAMP): pyproject.toml setup.py $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(DEPS)
+	rm -rf build
 	$(PY) -m pip install -q --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -24,7 +29,8 @@ bench: $(STAMP)
 
 # Everything a lent GPU box should do, in one call (system python, no registry).
 gpu-check:
-	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
+	mkdir -p bench/results
+	TORCH_CUDA_ARCH_LIST=$${TORCH_CUDA_ARCH_LIST:-9.0} $(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PYTHON) -m pytest -q -m cuda tests 2>&1 | tee bench/results/gpu-tests.log
 	$(PYTHON) -m pytest -q tests 2>&1 | tail -3 | tee -a bench/results/gpu-tests.log
 	$(PYTHON) -m bench.run --out bench/results

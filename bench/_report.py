@@ -15,7 +15,7 @@ TABLE = (("candidate", "candidate", -12), ("backend", "backend", -9), ("ms", "ms
          ("speedup_vs_compile", "vs compile", 11), ("speedup_vs_torchvision", "vs torchv", 10))
 
 
-def print_case(case, rows: list, io_bytes: int, cpu: bool) -> None:
+def print_case(case, rows: list, io_bytes: int) -> None:
     """One block per case: a title line, a row per candidate, then any failures in full."""
     def line(cells):
         return "  " + " ".join(f"{c:{'<' if w < 0 else '>'}{abs(w)}}"
@@ -28,7 +28,7 @@ def print_case(case, rows: list, io_bytes: int, cpu: bool) -> None:
         cells = [row.get(key, "") for key, _, _ in TABLE]
         if failed:
             cells[2] = "failed"
-        elif cpu:
+        elif not row.get("peak_extra_mib"):
             cells[5:7] = ["n/a", "n/a"]
         print(line(cells).rstrip())
     for row in rows:

@@ -4,13 +4,16 @@ Each case is logits ``[N, 270]`` (float32 or bfloat16) with bool targets that
 are ~2% positive, a float32 ``pos_weight[270]``, gamma=2, alpha=0.25 and
 ``reduction="mean"``. Every candidate runs forward and ``loss.backward()``:
 
-- ``fused``: ``fused_losses.focal_bce(backend="auto")``;
+- ``fused-<backend>``: ``fused_losses.focal_bce(backend=...)`` for each fused
+  backend native to the device (``triton`` and ``cuda`` on a GPU, ``cpu`` on a CPU);
 - ``eager``: ``fused_losses.focal_bce(backend="torch")``, the pure-PyTorch reference;
 - ``compile``: ``torch.compile`` of ``fused_losses.reference.focal_bce``;
 - ``torchvision``: torchvision's ``sigmoid_focal_loss`` formula, written out
   here in plain torch ops (with ``pos_weight`` added) so torchvision is not needed.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -73,10 +76,10 @@ def _compiled():
     return _compiled_reference
 
 
-def _fused(inputs):
+def _fused(inputs, backend="auto"):
     fused_losses.focal_bce(inputs["input"], inputs["target"], gamma=GAMMA, alpha=ALPHA,
                            pos_weight=inputs["pos_weight"], reduction=REDUCTION,
-                           backend="auto").backward()
+                           backend=backend).backward()
 
 
 def _eager(inputs):
@@ -94,11 +97,21 @@ def _torchvision(inputs):
     torchvision_focal(inputs["input"], inputs["target"], inputs["pos_weight"]).backward()
 
 
+def fused_backends(device: torch.device) -> list:
+    """Every fused backend that runs natively on ``device`` (interpreted Triton
+    on a CPU is a test vehicle, not a contender)."""
+    native = ("triton", "cuda") if device.type == "cuda" else ("cpu",)
+    return [b for b in fused_losses.available_backends(device) if b in native]
+
+
 def candidates(case: Case) -> list:
-    """fused, eager, compile and torchvision for ``case``, in that order."""
-    auto = resolve_backend("auto", case.device.type, case.dtype != torch.float64)
-    return [
-        Candidate("fused", auto, _fused),
+    """One ``fused-<backend>`` row per fused backend, then eager, compile and torchvision."""
+    fused = [Candidate(f"fused-{b}", b, functools.partial(_fused, backend=b))
+             for b in fused_backends(case.device)]
+    if not fused:  # nothing fused here: show what auto gives
+        auto = resolve_backend("auto", case.device.type, case.dtype != torch.float64)
+        fused = [Candidate("fused", auto, _fused)]
+    return fused + [
         Candidate("eager", "torch", _eager),
         Candidate("compile", "inductor", _compile),
         Candidate("torchvision", "torch", _torchvision),

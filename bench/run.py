@@ -11,9 +11,11 @@ candidate implementation it measures one forward+backward call:
   once, in the logits' dtype) / time, and its % of the memory-bandwidth
   roofline: a spec-sheet table for known GPUs, otherwise a measured copy
   (clone) bandwidth, which the header says.
-- peak extra memory (CUDA only): ``max_memory_allocated`` during the call
-  minus what was allocated before it, with the inputs alive and ``grad`` None;
-  in MiB and as a multiple of the gradient's size.
+- peak extra memory: on CUDA ``max_memory_allocated`` during the call minus
+  what was allocated before it; on Linux CPUs the resident-set high-water mark
+  (VmHWM, reset through /proc/self/clear_refs) minus the resident size before;
+  with the inputs alive and ``grad`` None, in MiB and as a multiple of the
+  gradient's size.
 - speed-up of each candidate against each baseline (baseline ms / its ms),
   from times of this run only, because absolute times on shared machines are noise.
 
@@ -157,11 +159,35 @@ def time_candidates(cands: list, inputs: dict, device: torch.device, reps: int,
             if s and name not in failed}
 
 
+def _rss_peak_and_now() -> tuple:
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status if line.startswith("Vm"))
+    return tuple(int(fields[k].split()[0]) * 1024 for k in ("VmHWM", "VmRSS"))
+
+
+def cpu_peak_extra_bytes(fn, inputs: dict):
+    """Linux: resident-memory high-water mark of one call above the resident size
+    before it. Writing 5 to clear_refs resets the mark; large tensors are mmapped
+    and unmapped on free, so the mark sees every temporary."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        _, before = _rss_peak_and_now()
+    except OSError:
+        return None
+    fn(inputs)
+    peak, _ = _rss_peak_and_now()
+    return max(peak - before, 0)
+
+
 def peak_extra_bytes(fn, inputs: dict, device: torch.device):
     """Bytes allocated at the peak of one call beyond what was live before it."""
+    inputs["input"].grad = None
+    gc.collect()
+    if device.type == "cpu":
+        return cpu_peak_extra_bytes(fn, inputs)
     if device.type != "cuda":
         return None
-    inputs["input"].grad = None
     sync(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
@@ -249,7 +275,7 @@ def main(argv=None) -> int:
         module = importlib.import_module(f"bench.bench_{loss}")
         for case in module.cases(device, quick=args.quick):
             rows, io_bytes = run_case(case, module, device, args.reps, roof_gbs, common)
-            print_case(case, rows, io_bytes, device.type == "cpu")
+            print_case(case, rows, io_bytes)
             sys.stdout.flush()
             all_rows.extend(rows)
 

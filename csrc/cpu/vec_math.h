@@ -23,6 +23,11 @@ template <typename T>
 inline Vec load_as_float(const T* p, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     return Vec::loadu(p, n);
+  } else if constexpr (std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>) {
+    return at::vec::convert<float>(at::vec::Vectorized<T>::loadu(p, n));
+  } else if constexpr (std::is_same_v<T, uint8_t>) {  // bool targets: widen in registers
+    return at::vec::convert<float>(
+        at::vec::convert<int32_t>(at::vec::Vectorized<uint8_t>::loadu(p, n)));
   } else {
     alignas(64) float buf[kLanes] = {};
     if (n == kLanes) {  // fixed trip count: the compiler emits one vector convert
@@ -39,6 +44,8 @@ template <typename T>
 inline void store_as(T* p, const Vec& v, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     v.store(p, n);
+  } else if constexpr (std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>) {
+    at::vec::convert<T>(v).store(p, n);
   } else {
     alignas(64) float buf[kLanes];
     v.store(buf);
