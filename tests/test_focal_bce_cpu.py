@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fused_losses
-from helpers import assert_close, forward_backward, make_inputs
+from helpers import assert_close, check_compiled_training_step, forward_backward, make_inputs
 
 pytestmark = pytest.mark.skipif("cpu" not in fused_losses.available_backends("cpu"),
                                 reason="fused_losses._C is not built")
@@ -31,27 +31,7 @@ def test_bit_identical_for_one_and_two_threads(threads, reduction):
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_compile_fullgraph_training_step(reduction):
-    torch.manual_seed(0)
-    model = torch.nn.Linear(16, 270)
-    crit = fused_losses.FocalBCE(alpha=0.25, pos_weight=torch.full((270,), 2.0),
-                                 reduction=reduction, backend="cpu")
-    h, y = torch.randn(64, 16), torch.rand(64, 270) < 0.05
-
-    def forward(h, y):
-        loss = crit(model(h), y)
-        return loss if reduction == "mean" else loss.mean()
-
-    def step(fn):  # forward traced whole; AOTAutograd compiles its backward
-        loss = fn(h, y)
-        loss.backward()
-        return loss.detach()
-
-    eager = step(forward)
-    eager_grad = model.weight.grad.clone()
-    model.zero_grad(set_to_none=True)
-    compiled = step(torch.compile(forward, fullgraph=True))
-    assert_close(compiled, eager, what="loss")
-    assert_close(model.weight.grad, eager_grad, what="weight grad")
+    check_compiled_training_step("cpu", "cpu", reduction)
 
 
 @pytest.mark.parametrize("args,match", [

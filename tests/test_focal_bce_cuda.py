@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fused_losses
-from helpers import assert_close, forward_backward, make_inputs
+from helpers import assert_close, check_compiled_training_step, forward_backward, make_inputs
 
 pytestmark = pytest.mark.cuda
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(
@@ -27,25 +27,7 @@ def _model_and_data(dtype=torch.float32):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_compile_fullgraph_training_step(backend, reduction):
-    model, h, y = _model_and_data()
-    crit = fused_losses.FocalBCE(alpha=0.25, pos_weight=torch.full((270,), 2.0).cuda(),
-                                 reduction=reduction, backend=backend)
-
-    def forward(h, y):
-        loss = crit(model(h), y)
-        return loss if reduction == "mean" else loss.mean()
-
-    def step(fn):  # forward traced whole; AOTAutograd compiles its backward
-        loss = fn(h, y)
-        loss.backward()
-        return loss.detach()
-
-    eager_loss = step(forward)
-    eager_grad = model.weight.grad.clone()
-    model.zero_grad(set_to_none=True)
-    compiled_loss = step(torch.compile(forward, fullgraph=True))
-    assert_close(compiled_loss, eager_loss, what="loss")
-    assert_close(model.weight.grad, eager_grad, what="weight grad")
+    check_compiled_training_step(backend, "cuda", reduction)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
