@@ -3,21 +3,9 @@
 // (csrc/cuda/). It includes no torch header, so .cu files stay compile-checkable
 // against the CUDA toolkit alone.
 #pragma once
-#include <cstdint>
+#include "kernel_types.h"
 
 namespace fused_losses {
-
-// Element types the kernels read. Bool targets are passed as UInt8.
-enum class DType : int32_t { Float32, Float16, BFloat16, Float64, UInt8, Int8, Int16, Int32, Int64 };
-
-// A float32 operand broadcast to the logical [R, C] view through (row, column)
-// strides, so a per-class [C] vector is never expanded in memory.
-// ptr == nullptr means the operand is absent.
-struct Operand {
-  const float* ptr = nullptr;
-  int64_t stride_r = 0;
-  int64_t stride_c = 0;
-};
 
 // loss = w · α_t · (1-p_t)^γ · -(pw·t·log σ(x) + (1-t)·log σ(-x)), see
 // fused_losses/reference/focal_bce.py. Input, target and grad tensors are

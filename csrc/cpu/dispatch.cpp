@@ -12,18 +12,6 @@
 namespace fused_losses {
 namespace cpu {
 
-#define FUSED_LOSSES_DECLARE(CAP)                          \
-  namespace CAP {                                          \
-  void focal_bce_forward(const FocalBceArgs& a);           \
-  void focal_bce_backward(const FocalBceArgs& a);          \
-  }
-FUSED_LOSSES_DECLARE(DEFAULT)
-#if defined(__x86_64__) || defined(_M_X64)
-FUSED_LOSSES_DECLARE(AVX2)
-FUSED_LOSSES_DECLARE(AVX512)
-#endif
-#undef FUSED_LOSSES_DECLARE
-
 static Capability supported() {
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
@@ -54,22 +42,43 @@ const char* capability_name(Capability c) {
   }
 }
 
-static void run(const FocalBceArgs& a, bool forward) {
+template <typename Args>
+using Kernel = void (*)(const Args&);
+
+template <typename Args>
+static void run(const Args& a, Kernel<Args> baseline, Kernel<Args> avx2, Kernel<Args> avx512) {
   switch (active_capability()) {
-#if defined(__x86_64__) || defined(_M_X64)
-    case Capability::Avx512:
-      return forward ? AVX512::focal_bce_forward(a) : AVX512::focal_bce_backward(a);
-    case Capability::Avx2:
-      return forward ? AVX2::focal_bce_forward(a) : AVX2::focal_bce_backward(a);
-#endif
-    default:
-      return forward ? DEFAULT::focal_bce_forward(a) : DEFAULT::focal_bce_backward(a);
+    case Capability::Avx512: return avx512(a);
+    case Capability::Avx2: return avx2(a);
+    default: return baseline(a);
   }
 }
 
 }  // namespace cpu
 
-void focal_bce_cpu_forward(const FocalBceArgs& a) { cpu::run(a, true); }
-void focal_bce_cpu_backward(const FocalBceArgs& a) { cpu::run(a, false); }
+// ENTRY(Args, kernel, entry): declares cpu::<CAP>::kernel for every build and
+// defines fused_losses::entry, which runs the one this CPU supports.
+#if defined(__x86_64__) || defined(_M_X64)
+#define FUSED_LOSSES_CPU_ENTRY(Args, kernel, entry)                                     \
+  namespace cpu {                                                                       \
+  namespace DEFAULT { void kernel(const Args&); }                                       \
+  namespace AVX2 { void kernel(const Args&); }                                          \
+  namespace AVX512 { void kernel(const Args&); }                                        \
+  }                                                                                     \
+  void entry(const Args& a) {                                                           \
+    cpu::run<Args>(a, cpu::DEFAULT::kernel, cpu::AVX2::kernel, cpu::AVX512::kernel);    \
+  }
+#else
+#define FUSED_LOSSES_CPU_ENTRY(Args, kernel, entry)                                     \
+  namespace cpu {                                                                       \
+  namespace DEFAULT { void kernel(const Args&); }                                       \
+  }                                                                                     \
+  void entry(const Args& a) {                                                           \
+    cpu::run<Args>(a, cpu::DEFAULT::kernel, cpu::DEFAULT::kernel, cpu::DEFAULT::kernel); \
+  }
+#endif
+
+FUSED_LOSSES_CPU_ENTRY(FocalBceArgs, focal_bce_forward, focal_bce_cpu_forward)
+FUSED_LOSSES_CPU_ENTRY(FocalBceArgs, focal_bce_backward, focal_bce_cpu_backward)
 
 }  // namespace fused_losses

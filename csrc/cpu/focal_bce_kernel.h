@@ -13,13 +13,11 @@
 #include <vector>
 
 #include "../focal_bce_args.h"
-#include "vec_math.h"
+#include "kernel_common.h"
 
 namespace fused_losses {
 namespace cpu {
 namespace CPU_CAPABILITY {
-
-constexpr int64_t kChunk = 16384;
 
 // Per-call constants, broadcast once.
 struct FocalConsts {
@@ -33,21 +31,6 @@ struct FocalConsts {
         has_alpha_value(a.has_alpha_value) {
     for (int k = 1; k <= 4; ++k)
       if (a.gamma == static_cast<float>(k)) int_gamma = k;
-  }
-};
-
-// An operand's row, resolved once per row segment of a chunk.
-struct OperandRow {
-  const float* base = nullptr;
-  int64_t stride_c = 0;
-  OperandRow(const Operand& op, int64_t row)
-      : base(op.ptr ? op.ptr + row * op.stride_r : nullptr), stride_c(op.stride_c) {}
-  Vec load(int64_t col, int64_t n) const {
-    if (stride_c == 1) return Vec::loadu(base + col, n);
-    if (stride_c == 0) return Vec(*base);
-    alignas(64) float buf[kLanes] = {};
-    for (int64_t k = 0; k < n; ++k) buf[k] = base[(col + k) * stride_c];
-    return Vec::loadu(buf);
   }
 };
 
@@ -93,26 +76,6 @@ inline void focal_bce_vec(const Vec& x, Vec t, const RowOperands& ops, int64_t c
     loss = Vec::blendv(loss, zero, ignored);
     grad = Vec::blendv(grad, zero, ignored);
   }
-}
-
-// Visit [begin, end) as vectors that never straddle a row: f(row, col, i, n).
-template <typename F>
-inline void for_each_vector(int64_t begin, int64_t end, int64_t cols, F&& f) {
-  int64_t row = begin / cols;
-  int64_t col = begin - row * cols;
-  for (int64_t i = begin; i < end; ++row, col = 0) {
-    const int64_t seg = std::min(end - i, cols - col);
-    for (int64_t k = 0; k < seg; k += kLanes) f(row, col + k, i + k, std::min(kLanes, seg - k));
-    i += seg;
-  }
-}
-
-inline float lane_sum(const Vec& v) {
-  alignas(64) float buf[kLanes];
-  v.store(buf);
-  float s = 0.f;
-  for (int64_t k = 0; k < kLanes; ++k) s += buf[k];
-  return s;
 }
 
 inline bool has_operand(const FocalBceArgs& a) {
@@ -188,32 +151,6 @@ void backward_typed(const FocalBceArgs& a) {
       store_as(g_in + i, grad * load_as_float(g_out + i, n), n);
     });
   });
-}
-
-template <typename F>
-void dispatch_input(DType d, F&& f) {
-  switch (d) {
-    case DType::Float32: return f(float{});
-    case DType::Float16: return f(c10::Half{});
-    case DType::BFloat16: return f(c10::BFloat16{});
-    default: TORCH_CHECK(false, "fused_losses: unsupported logits dtype");
-  }
-}
-
-template <typename F>
-void dispatch_target(DType d, F&& f) {
-  switch (d) {
-    case DType::Float32: return f(float{});
-    case DType::Float16: return f(c10::Half{});
-    case DType::BFloat16: return f(c10::BFloat16{});
-    case DType::Float64: return f(double{});
-    case DType::UInt8: return f(uint8_t{});
-    case DType::Int8: return f(int8_t{});
-    case DType::Int16: return f(int16_t{});
-    case DType::Int32: return f(int32_t{});
-    case DType::Int64: return f(int64_t{});
-  }
-  TORCH_CHECK(false, "fused_losses: unsupported target dtype");
 }
 
 void focal_bce_forward(const FocalBceArgs& a) {
