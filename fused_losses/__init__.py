@@ -5,11 +5,11 @@
 tensor(0.6931)
 """
 from ._backend import BackendUnavailableError, available_backends
-from .functional import binary_cross_entropy_with_logits, focal_bce
-from .nn import BCEWithLogitsLoss, FocalBCE
+from .functional import binary_cross_entropy_with_logits, focal_bce, ghmc
+from .nn import GHMC, BCEWithLogitsLoss, FocalBCE
 
 __version__ = "0.1.0"
 __all__ = [
-    "BCEWithLogitsLoss", "BackendUnavailableError", "FocalBCE", "available_backends",
-    "binary_cross_entropy_with_logits", "focal_bce",
+    "BCEWithLogitsLoss", "BackendUnavailableError", "FocalBCE", "GHMC", "available_backends",
+    "binary_cross_entropy_with_logits", "focal_bce", "ghmc",
 ]

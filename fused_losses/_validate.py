@@ -57,13 +57,15 @@ def check_real(name: str, value, low: float, high: float, *,
     return value
 
 
-def check_broadcast(name: str, value, target: torch.Tensor):
+def check_broadcast(name: str, value, target: torch.Tensor, floating: bool = True):
     """``value`` (tensor or None) must broadcast to ``target``'s shape without growing it."""
     if value is None:
         return None
     check_tensor(name, value)
-    if not value.is_floating_point():
+    if floating and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    if value.is_complex():
+        raise TypeError(f"{name} must be real, got {value.dtype}")
     try:
         shape = torch.broadcast_shapes(value.shape, target.shape)
     except RuntimeError:
@@ -82,6 +84,15 @@ def check_devices(**tensors) -> None:
     if len(devices) > 1:
         where = ", ".join(f"{k} on {v.device}" for k, v in named)
         raise ValueError(f"all tensors must be on one device, got {where}")
+
+
+def check_int(name: str, value, low: int, high: int) -> int:
+    """A Python int in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
 
 
 def check_ignore_index(ignore_index):

@@ -10,8 +10,11 @@ import numbers
 import torch
 
 from . import _validate as v
-from ._backend import resolve_backend
+from ._backend import BackendUnavailableError, resolve_backend
 from .ops import focal_bce as _focal_bce_ops
+from .ops import ghmc as _ghmc_ops
+
+MAX_GHMC_BINS = 64
 
 
 def _check_alpha(alpha, target):
@@ -107,3 +110,79 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
     """
     return focal_bce(input, target, gamma=0.0, pos_weight=pos_weight, weight=weight,
                      reduction=reduction)
+
+
+def _check_acc_sum(acc_sum, bins: int, momentum: float, input: torch.Tensor):
+    if acc_sum is None:
+        if momentum > 0:
+            raise ValueError(f"momentum={momentum} > 0 needs an acc_sum state tensor "
+                             f"(float32 of shape ({bins},)); GHMC keeps one as a buffer")
+        return None
+    v.check_tensor("acc_sum", acc_sum)
+    if acc_sum.dtype != torch.float32 or acc_sum.shape != (bins,):
+        raise ValueError(f"acc_sum must be a float32 tensor of shape ({bins},), got "
+                         f"{acc_sum.dtype} of shape {tuple(acc_sum.shape)}")
+    if not acc_sum.is_contiguous():
+        raise ValueError("acc_sum must be contiguous (it is updated in place)")
+    return acc_sum
+
+
+def ghmc(input: torch.Tensor, target: torch.Tensor, *, bins: int = 10, momentum: float = 0.0,
+         acc_sum=None, label_weight=None, reduction: str = "mean", backend: str = "auto",
+         process_group=None):
+    r"""GHM-C: BCE on logits reweighted by the density of the gradient norm.
+
+    Li et al., "Gradient Harmonized Single-stage Detector" (AAAI 2019), as
+    mmdet's ``GHMC`` computes it: g = |σ(x) - t| is binned into ``bins``
+    equal bins over [0, 1]; each valid element's weight is tot / count of its
+    bin (or tot / ``acc_sum[bin]``, an EMA of the counts, when ``momentum`` > 0),
+    divided by the number of non-empty bins, with tot = max(#valid, 1).
+
+    .. math::
+        \ell = \sum_e w_{b(e)}\,\mathrm{bce}(x_e, t_e) \,/\, \mathrm{tot}\quad(\text{mean})
+
+    Args:
+        input: logits ``[..., C]`` (float16, bfloat16, float32; float64: reference only).
+        target: same shape, in [0, 1] (float, or bool/integer 0/1 labels).
+        bins: number of gradient-norm bins, 1 to 64.
+        momentum: EMA factor in [0, 1); > 0 needs ``acc_sum``.
+        acc_sum: float32 ``[bins]`` EMA state, updated in place when momentum > 0.
+        label_weight: broadcasts to target; elements with label_weight <= 0 are
+            invalid (weight 0, not counted).
+        reduction: ``"mean"`` (÷ tot), ``"sum"`` or ``"none"`` (weighted elements).
+        backend: ``"auto" | "triton" | "cuda" | "cpu" | "torch"``.
+        process_group: a ``torch.distributed`` group whose ranks sum their
+            histograms before the weights (None: no sync).
+
+    The weights are constants: d loss/dx = w·(σ(x) - t) (÷ tot for mean).
+    Each fused backend bins, weighs and computes the loss on the device, with
+    no host sync, so the step can be captured in a CUDA graph.
+
+    Example:
+        >>> import torch, fused_losses
+        >>> x = torch.randn(8, 270, requires_grad=True)
+        >>> y = (torch.rand(8, 270) < 0.02).float()
+        >>> fused_losses.ghmc(x, y, bins=10).backward()
+    """
+    v.check_logits(input)
+    v.check_target(input, target)
+    bins = v.check_int("bins", bins, 1, MAX_GHMC_BINS)
+    momentum = v.check_real("momentum", momentum, 0.0, 1.0, high_open=True)
+    acc_sum = _check_acc_sum(acc_sum, bins, momentum, input)
+    v.check_broadcast("label_weight", label_weight, target, floating=False)
+    v.check_reduction(reduction)
+    v.check_devices(input=input, target=target, acc_sum=acc_sum, label_weight=label_weight)
+    if target.requires_grad:
+        raise ValueError("ghmc does not support target.requires_grad")
+    fused_ok = input.dtype != torch.float64
+    chosen = resolve_backend(backend, input.device.type, fused_ok)
+    if chosen != "torch" and not _ghmc_ops.has_backend(chosen):
+        if backend != "auto":
+            raise BackendUnavailableError(f"backend={backend!r} has no GHM-C kernels in this build")
+        chosen = "torch"
+    if chosen != "torch" and not fused_ok:
+        raise ValueError(f"backend={backend!r} needs float16/bfloat16/float32 input, got "
+                         f"{input.dtype}; use backend='torch' or 'auto'")
+    return _ghmc_ops.ghmc(input, target, backend=chosen, bins=bins, momentum=momentum,
+                          acc_sum=acc_sum, label_weight=label_weight, reduction=reduction,
+                          process_group=process_group)

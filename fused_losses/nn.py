@@ -78,3 +78,58 @@ class BCEWithLogitsLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(
             input, target, weight=self.weight, reduction=self.reduction,
             pos_weight=self.pos_weight)
+
+
+class GHMC(nn.Module):
+    """GHM-C loss with its EMA state; see :func:`fused_losses.ghmc`.
+
+    ``acc_sum`` (float32 ``[bins]``, zeros at start) is a buffer, updated in
+    place on every call when ``momentum`` > 0. ``sync_distributed=True`` sums
+    the histogram over the default ``torch.distributed`` group (or pass a
+    process group) so every rank uses the global histogram and keeps an
+    identical ``acc_sum``.
+
+    Shapes: input, target ``[..., C]``; label_weight broadcasts to them;
+    output ``[]`` or ``[..., C]`` for ``reduction="none"``.
+
+    Example:
+        >>> import torch
+        >>> from fused_losses import GHMC
+        >>> criterion = GHMC(bins=10, momentum=0.75)
+        >>> logits = torch.randn(16, 270, requires_grad=True)
+        >>> criterion(logits, (torch.rand(16, 270) < 0.02).float()).backward()
+        >>> bool(criterion.acc_sum.sum() > 0)
+        True
+    """
+
+    def __init__(self, bins: int = 10, momentum: float = 0.0, reduction: str = "mean",
+                 backend: str = "auto", sync_distributed=False):
+        super().__init__()
+        if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 64:
+            raise ValueError(f"bins must be an int in [1, 64], got {bins!r}")
+        self.bins = bins
+        self.momentum = momentum
+        self.reduction = reduction
+        self.backend = backend
+        self.sync_distributed = sync_distributed
+        self.register_buffer("acc_sum", torch.zeros(bins, dtype=torch.float32))
+
+    def _process_group(self):
+        if self.sync_distributed is False or self.sync_distributed is None:
+            return None
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("GHMC(sync_distributed=...) needs an initialised "
+                               "torch.distributed process group")
+        return dist.group.WORLD if self.sync_distributed is True else self.sync_distributed
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor,
+                label_weight=None) -> torch.Tensor:
+        return F.ghmc(input, target, bins=self.bins, momentum=self.momentum,
+                      acc_sum=self.acc_sum, label_weight=label_weight,
+                      reduction=self.reduction, backend=self.backend,
+                      process_group=self._process_group())
+
+    def extra_repr(self) -> str:
+        return (f"bins={self.bins}, momentum={self.momentum}, reduction={self.reduction!r}, "
+                f"backend={self.backend!r}")

@@ -22,7 +22,8 @@ def _sum_partials_kernel(psum_ptr, pcnt_ptr, loss_ptr, scale_ptr, n_partials,
         offs = i + tl.arange(0, BLOCK)
         mask = offs < n_partials
         acc += tl.load(psum_ptr + offs, mask=mask, other=0.0)
-        cnt += tl.load(pcnt_ptr + offs, mask=mask, other=0).to(tl.int64)
+        if MEAN:  # counts are only read for a mean (pcnt may be a placeholder otherwise)
+            cnt += tl.load(pcnt_ptr + offs, mask=mask, other=0).to(tl.int64)
     total = tl.sum(acc, axis=0)
     count = tl.sum(cnt, axis=0).to(tl.float32)
     scale = tl.full([], 1.0, tl.float32)
