@@ -12,6 +12,31 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+import fused_losses  # noqa: E402
+from helpers import triton_device  # noqa: E402
+
+# (backend, device, CPU capability forced through FUSED_LOSSES_CPU_CAPABILITY)
+FUSED = [("triton", triton_device(), None), ("cpu", "cpu", None), ("cpu", "cpu", "avx2"),
+         ("cpu", "cpu", "default"), ("cuda", "cuda", None)]
+
+
+def _fused_id(param):
+    backend, _, capability = param
+    return backend + (f"-{capability}" if capability else "")
+
+
+@pytest.fixture(params=FUSED, ids=_fused_id)
+def fused(request, monkeypatch):
+    """(backend, device) for one fused backend, skipped where it cannot run."""
+    backend, device, capability = request.param
+    if backend not in fused_losses.available_backends(device):
+        pytest.skip(f"{backend} backend unavailable for {device} here")
+    if capability:
+        monkeypatch.setenv("FUSED_LOSSES_CPU_CAPABILITY", capability)
+        if torch.ops.fused_losses._cpu_capability() != capability:
+            pytest.skip(f"this CPU cannot run the {capability} build")
+    return backend, device
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

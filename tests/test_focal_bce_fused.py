@@ -1,7 +1,5 @@
 """Every fused backend against the reference: Triton (interpreter on CPU, real
 on GPU), the C++ CPU kernel in each capability build, and the CUDA kernel."""
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,29 +10,6 @@ from helpers import (LOGIT_DTYPES, SHAPES, TARGET_DTYPES, assert_close, forward_
 from helpers import parity as _parity
 
 REDUCTIONS = ["none", "mean", "sum"]
-# (backend, device, CPU capability forced through FUSED_LOSSES_CPU_CAPABILITY)
-FUSED = [("triton", triton_device(), None), ("cpu", "cpu", None), ("cpu", "cpu", "avx2"),
-         ("cpu", "cpu", "default"), ("cuda", "cuda", None)]
-
-
-def _fused_id(param):
-    backend, _, capability = param
-    return backend + (f"-{capability}" if capability else "")
-
-
-@pytest.fixture(params=FUSED, ids=_fused_id)
-def fused(request, monkeypatch):
-    """(backend, device) for one fused backend, skipped where it cannot run."""
-    backend, device, capability = request.param
-    if backend not in fused_losses.available_backends(device):
-        pytest.skip(f"{backend} backend unavailable for {device} here")
-    if capability:
-        monkeypatch.setenv("FUSED_LOSSES_CPU_CAPABILITY", capability)
-        if torch.ops.fused_losses._cpu_capability() != capability:
-            pytest.skip(f"this CPU cannot run the {capability} build")
-    return backend, device
-
-
 def parity(x, t, backend, **options):
     _parity(x, t, backend, **options)
 
