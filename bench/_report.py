@@ -7,12 +7,12 @@ from pathlib import Path
 
 COLUMNS = ("timestamp", "device", "torch", "triton", "loss", "shape", "dtype", "candidate",
            "backend", "ms", "gb_s", "roofline_pct", "peak_extra_mib", "peak_extra_x_grad",
-           "speedup_vs_eager", "speedup_vs_compile", "speedup_vs_torchvision", "note")
+           "speedup_vs_eager", "speedup_vs_compile", "speedup_vs_anchor", "note")
 # (CSV column, title, width; negative = left-aligned): the printed table fits 120 columns.
-TABLE = (("candidate", "candidate", -12), ("backend", "backend", -9), ("ms", "ms", 11),
-         ("gb_s", "GB/s", 8), ("roofline_pct", "%roof", 6), ("peak_extra_mib", "peak MiB", 9),
+TABLE = (("candidate", "candidate", -15), ("backend", "backend", -11), ("ms", "ms", 11),
+         ("gb_s", "GB/s", 7), ("roofline_pct", "%roof", 6), ("peak_extra_mib", "peak MiB", 9),
          ("peak_extra_x_grad", "x grad", 7), ("speedup_vs_eager", "vs eager", 9),
-         ("speedup_vs_compile", "vs compile", 11), ("speedup_vs_torchvision", "vs torchv", 10))
+         ("speedup_vs_compile", "vs compile", 11), ("speedup_vs_anchor", "vs anchor", 10))
 
 
 def print_case(case, rows: list, io_bytes: int) -> None:

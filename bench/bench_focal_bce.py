@@ -8,7 +8,7 @@ are ~2% positive, a float32 ``pos_weight[270]``, gamma=2, alpha=0.25 and
   backend native to the device (``triton`` and ``cuda`` on a GPU, ``cpu`` on a CPU);
 - ``eager``: ``fused_losses.focal_bce(backend="torch")``, the pure-PyTorch reference;
 - ``compile``: ``torch.compile`` of ``fused_losses.reference.focal_bce``;
-- ``torchvision``: torchvision's ``sigmoid_focal_loss`` formula, written out
+- ``anchor`` (backend ``torchvision``): torchvision's ``sigmoid_focal_loss`` formula, written out
   here in plain torch ops (with ``pos_weight`` added) so torchvision is not needed.
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def fused_backends(device: torch.device) -> list:
 
 
 def candidates(case: Case) -> list:
-    """One ``fused-<backend>`` row per fused backend, then eager, compile and torchvision."""
+    """One ``fused-<backend>`` row per fused backend, then eager, compile and the anchor."""
     fused = [Candidate(f"fused-{b}", b, functools.partial(_fused, backend=b))
              for b in fused_backends(case.device)]
     if not fused:  # nothing fused here: show what auto gives
@@ -114,5 +114,5 @@ def candidates(case: Case) -> list:
     return fused + [
         Candidate("eager", "torch", _eager),
         Candidate("compile", "inductor", _compile),
-        Candidate("torchvision", "torch", _torchvision),
+        Candidate("anchor", "torchvision", _torchvision),
     ]
