@@ -210,3 +210,28 @@ def test_module_rejects_bad_bins_and_unset_distributed():
 
 def test_tolerance_table_covers_dtypes():
     assert set(TOL) >= {torch.float32, torch.float16, torch.bfloat16}
+
+
+@pytest.mark.parametrize("backend", ["triton", "cpu", "cuda"])
+def test_opcheck(backend):
+    skip_unless(backend)
+    dev = device_for(backend)
+    prefix = "ghmc_triton_" if backend == "triton" else "ghmc_"
+    op = {name: getattr(torch.ops.fused_losses, prefix + name).default
+          for name in ("hist", "weights", "fwd", "bwd")}
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    if backend != "triton" or dev == "cuda":
+        utils += ("test_aot_dispatch_dynamic",)
+    x, t = make((37, 270))
+    x, t = x.to(dev).requires_grad_(True), t.to(dev)
+    lw = (torch.rand(37, 1) > 0.2).float().to(dev)
+    hist = op["hist"](x, t, lw, 10)
+    torch.library.opcheck(op["hist"], (x.detach(), t, lw, 10), test_utils=utils)
+    torch.library.opcheck(op["weights"], (hist, torch.zeros(10, device=dev), 0.5, True),
+                          test_utils=utils)
+    weights = op["weights"](hist, None, 0.0, True)
+    for reduction in REDUCTIONS:
+        torch.library.opcheck(op["fwd"], (x, t, lw, weights, 10, reduction, True),
+                              test_utils=utils)
+    torch.library.opcheck(op["bwd"], (torch.rand_like(x), x.detach(), t, lw, weights, 10),
+                          test_utils=utils)
