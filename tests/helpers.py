@@ -100,3 +100,21 @@ def check_compiled_training_step(backend, device, reduction):
     compiled = step(torch.compile(forward, fullgraph=True))
     assert_close(compiled[0], eager[0], what="loss")
     assert_close(compiled[1], eager[1], what="weight grad")
+
+
+def capture_training_step(loss_fn, x):
+    """Warm ``loss_fn(x).backward()`` up on a side stream, then capture it in a
+    CUDA graph. Returns (graph, loss): replaying refills ``loss`` and ``x.grad``."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # compiles kernels outside the capture
+        for _ in range(2):
+            x.grad = None
+            loss_fn(x).backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    x.grad = None
+    with torch.cuda.graph(graph):
+        loss = loss_fn(x)
+        loss.backward()
+    return graph, loss

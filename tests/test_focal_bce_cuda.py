@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import fused_losses
-from helpers import assert_close, check_compiled_training_step, forward_backward, make_inputs
+from helpers import (assert_close, capture_training_step, check_compiled_training_step,
+                     forward_backward, make_inputs)
 
 pytestmark = pytest.mark.cuda
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(
@@ -35,18 +36,7 @@ def test_cuda_graph_capture(backend):
     x, t = make_inputs((257, 270), target_dtype=torch.bool, device="cuda")
     x.requires_grad_(True)
     crit = fused_losses.FocalBCE(ignore_index=None, backend=backend)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm up (compiles kernels) off the capture
-        for _ in range(2):
-            x.grad = None
-            crit(x, t).backward()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    x.grad = None
-    with torch.cuda.graph(graph):
-        loss = crit(x, t)
-        loss.backward()
+    graph, loss = capture_training_step(lambda z: crit(z, t), x)
     with torch.no_grad():
         x.copy_(x * 0.5)
     graph.replay()

@@ -4,7 +4,7 @@ import torch
 
 import fused_losses
 from fused_losses.ops import ghmc as ghmc_ops
-from helpers import assert_close
+from helpers import assert_close, capture_training_step
 
 pytestmark = pytest.mark.cuda
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(
@@ -24,18 +24,7 @@ def test_cuda_graph_capture_with_momentum(backend):
     x, t = _data()
     x.requires_grad_(True)
     crit = fused_losses.GHMC(bins=10, momentum=0.75, backend=backend).cuda()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            x.grad = None
-            crit(x, t).backward()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    x.grad = None
-    with torch.cuda.graph(graph):
-        loss = crit(x, t)
-        loss.backward()
+    graph, loss = capture_training_step(lambda z: crit(z, t), x)
     acc_before = crit.acc_sum.clone()
     graph.replay()
     torch.cuda.synchronize()
