@@ -19,6 +19,7 @@
 #include <string>
 
 #include "../focal_bce_args.h"
+#include "dispatch.cuh"
 #include "math.cuh"
 
 namespace fused_losses {
@@ -26,7 +27,13 @@ namespace {
 
 using device::block_sum;
 using device::load_float;
+using device::load_operand;
 using device::store_float;
+using launch::check_launch;
+using launch::dispatch_input;
+using launch::dispatch_target;
+
+constexpr const char* kLoss = "focal_bce";  // names the kernel in errors
 
 constexpr int kBlock = 256;
 // Enough blocks to fill any current GPU a few times over. It is a constant
@@ -60,10 +67,6 @@ struct Element {
   float grad;  // d loss/dx, 0 where ignored
   bool keep;
 };
-
-__device__ __forceinline__ float load_operand(const Operand& o, int64_t row, int64_t col) {
-  return __ldg(o.ptr + row * o.stride_r + col * o.stride_c);
-}
 
 // Loss and gradient of one element: the CUDA twin of _focal_bce_tile.
 template <typename TIn, typename TT>
@@ -103,31 +106,16 @@ __device__ __forceinline__ Element focal_bce_element(const Params& p, int64_t i,
 }
 
 // Grid-stride loop over all elements, calling body(i, element) for each.
-// (row, col) of the [R, C] view is advanced by the loop's fixed stride with
-// one compare-and-wrap, so each thread divides by C once, not per element;
-// without operands it is not tracked at all.
+// Without operands (row, col) is not tracked at all.
 template <typename TIn, typename TT, typename Body>
 __device__ __forceinline__ void for_each_element(const Params& p, Body&& body) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  int64_t row = 0, col = 0, step_r = 0, step_c = 0;
-  if (p.need_rc) {
-    row = i / p.cols;
-    col = i - row * p.cols;
-    step_r = step / p.cols;
-    step_c = step - step_r * p.cols;
-  }
+  device::RowCol rc;
+  if (p.need_rc) rc.start(i, step, p.cols);
   for (; i < p.numel; i += step) {
-    body(i, focal_bce_element<TIn, TT>(p, i, row, col));
-    if (p.need_rc) {
-      // col, step_c < cols, so one wrap restores col < cols.
-      row += step_r;
-      col += step_c;
-      if (col >= p.cols) {
-        col -= p.cols;
-        ++row;
-      }
-    }
+    body(i, focal_bce_element<TIn, TT>(p, i, rc.row, rc.col));
+    if (p.need_rc) rc.advance(p.cols);
   }
 }
 
@@ -201,75 +189,6 @@ __global__ void __launch_bounds__(kBlock) _focal_bce_sum_partials_kernel(
 // Host side
 // ---------------------------------------------------------------------------
 
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
-// The DType enum value of each element type; left undefined for any other type.
-template <typename T>
-struct DTypeOf;
-#define FUSED_LOSSES_DTYPE_OF(T, D) \
-  template <>                       \
-  struct DTypeOf<T> {               \
-    static constexpr DType value = DType::D; \
-  };
-FUSED_LOSSES_DTYPE_OF(float, Float32)
-FUSED_LOSSES_DTYPE_OF(__half, Float16)
-FUSED_LOSSES_DTYPE_OF(__nv_bfloat16, BFloat16)
-FUSED_LOSSES_DTYPE_OF(double, Float64)
-FUSED_LOSSES_DTYPE_OF(uint8_t, UInt8)
-FUSED_LOSSES_DTYPE_OF(int8_t, Int8)
-FUSED_LOSSES_DTYPE_OF(int16_t, Int16)
-FUSED_LOSSES_DTYPE_OF(int32_t, Int32)
-FUSED_LOSSES_DTYPE_OF(int64_t, Int64)
-#undef FUSED_LOSSES_DTYPE_OF
-
-const char* dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::Float32: return "float32";
-    case DType::Float16: return "float16";
-    case DType::BFloat16: return "bfloat16";
-    case DType::Float64: return "float64";
-    case DType::UInt8: return "uint8";
-    case DType::Int8: return "int8";
-    case DType::Int16: return "int16";
-    case DType::Int32: return "int32";
-    case DType::Int64: return "int64";
-  }
-  return "unknown";
-}
-
-// Calls f(Tag<T>{}) for the T among Ts whose DType is `dtype`. Only the listed
-// types are instantiated, which keeps the kernel count (and build time) down.
-template <typename... Ts, typename F>
-void dispatch(DType dtype, const char* what, F&& f) {
-  const bool found = ((dtype == DTypeOf<Ts>::value ? (f(Tag<Ts>{}), true) : false) || ...);
-  if (!found) {
-    throw std::invalid_argument(std::string("fused_losses: focal_bce CUDA kernel does not support ") +
-                                what + " dtype " + dtype_name(dtype));
-  }
-}
-
-template <typename F>
-void dispatch_input(DType dtype, F&& f) {
-  dispatch<float, __half, __nv_bfloat16>(dtype, "logits", f);
-}
-
-template <typename F>
-void dispatch_target(DType dtype, F&& f) {
-  dispatch<float, __half, __nv_bfloat16, double, uint8_t, int8_t, int16_t, int32_t, int64_t>(
-      dtype, "target", f);
-}
-
-void check_launch(const char* kernel) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("fused_losses: launching ") + kernel +
-                             " failed: " + cudaGetErrorString(err));
-  }
-}
-
 void require(bool ok, const char* message) {
   if (!ok) throw std::invalid_argument(std::string("fused_losses: focal_bce CUDA: ") + message);
 }
@@ -327,10 +246,10 @@ void focal_bce_cuda_forward(const FocalBceArgs& a, void* stream) {
     require(blocks == 0 || a.out != nullptr, "out must be set");
   }
   const auto s = static_cast<cudaStream_t>(stream);
-  dispatch_input(a.input_dtype, [&](auto in_tag) {
+  dispatch_input(a.input_dtype, kLoss, [&](auto in_tag) {
     using TIn = typename decltype(in_tag)::type;
     if (blocks > 0) {
-      dispatch_target(a.target_dtype, [&](auto target_tag) {
+      dispatch_target(a.target_dtype, kLoss, [&](auto target_tag) {
         using TT = typename decltype(target_tag)::type;
         _focal_bce_fwd_kernel<TIn, TT><<<static_cast<unsigned>(blocks), kBlock, 0, s>>>(p);
       });
@@ -352,9 +271,9 @@ void focal_bce_cuda_backward(const FocalBceArgs& a, void* stream) {
   if (blocks == 0) return;
   require(a.grad_output != nullptr && a.grad != nullptr, "grad_output and grad must be set");
   const auto s = static_cast<cudaStream_t>(stream);
-  dispatch_input(a.input_dtype, [&](auto in_tag) {
+  dispatch_input(a.input_dtype, kLoss, [&](auto in_tag) {
     using TIn = typename decltype(in_tag)::type;
-    dispatch_target(a.target_dtype, [&](auto target_tag) {
+    dispatch_target(a.target_dtype, kLoss, [&](auto target_tag) {
       using TT = typename decltype(target_tag)::type;
       _focal_bce_bwd_kernel<TIn, TT><<<static_cast<unsigned>(blocks), kBlock, 0, s>>>(p);
     });

@@ -1,5 +1,6 @@
 // fp32 device maths shared by every CUDA loss kernel: the counterpart of
 // fused_losses/triton/_math.py, so both GPU backends take the same stable paths.
+// Also the element loads/stores, operand addressing and block reductions.
 // Precise libm calls only (expf/logf/log1pf, never the __expf intrinsics): the
 // build does not use --use_fast_math and the tolerances assume full accuracy.
 #pragma once
@@ -8,6 +9,8 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+
+#include "../kernel_types.h"
 
 namespace fused_losses {
 namespace device {
@@ -97,6 +100,35 @@ __device__ __forceinline__ void store_float(__half* p, float v) { *p = __float2h
 __device__ __forceinline__ void store_float(__nv_bfloat16* p, float v) {
   *p = __float2bfloat16_rn(v);
 }
+
+// A broadcast operand's value at (row, col) of the [R, C] view. Operands are
+// small ([C] vectors, usually) and read by every block: the read-only cache path.
+__device__ __forceinline__ float load_operand(const Operand& o, int64_t row, int64_t col) {
+  return __ldg(o.ptr + row * o.stride_r + col * o.stride_c);
+}
+
+// (row, col) of a grid-stride loop's flat index in the [R, C] view, advanced by
+// the loop's fixed stride with one compare-and-wrap, so each thread divides by
+// C once, not per element. Only worth starting when some operand needs it.
+struct RowCol {
+  int64_t row = 0, col = 0, step_r = 0, step_c = 0;
+
+  __device__ __forceinline__ void start(int64_t i, int64_t step, int64_t cols) {
+    row = i / cols;
+    col = i - row * cols;
+    step_r = step / cols;
+    step_c = step - step_r * cols;
+  }
+  __device__ __forceinline__ void advance(int64_t cols) {
+    // col, step_c < cols, so one wrap restores col < cols.
+    row += step_r;
+    col += step_c;
+    if (col >= cols) {
+      col -= cols;
+      ++row;
+    }
+  }
+};
 
 // ---------------------------------------------------------------------------
 // Deterministic reductions: a fixed shuffle tree inside each warp, then warp 0

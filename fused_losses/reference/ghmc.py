@@ -28,10 +28,12 @@ from ._math import compute_dtype
 
 
 def bin_edges(bins: int, device=None) -> torch.Tensor:
-    """fp32 edges exactly as mmdet builds them."""
-    edges = torch.arange(bins + 1, device=device).float() / bins
+    """fp32 edges exactly as mmdet builds them on the CPU: i/bins correctly
+    rounded. (Built on the CPU and moved, because CUDA divides a tensor by a
+    Python scalar as a multiply by its reciprocal, one rounding off.)"""
+    edges = torch.arange(bins + 1).float() / bins
     edges[-1] += 1e-6
-    return edges
+    return edges.to(device)
 
 
 def ghmc_histogram(input, target, label_weight, bins: int):
