@@ -1,6 +1,11 @@
 // Torch-side helpers shared by the loss bindings.
 #include "binding.h"
 
+#ifdef FUSED_LOSSES_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 namespace fused_losses {
 
 DType dtype_code(const at::Tensor& t) {
@@ -66,6 +71,21 @@ void check_pair(const at::Tensor& input, const at::Tensor& target) {
               " must equal input shape ", input.sizes());
   TORCH_CHECK(target.device() == input.device(), "fused_losses: target is on ",
               target.device(), " but input is on ", input.device());
+}
+
+void run_on_device(const at::Device& device, c10::function_ref<void()> on_cpu,
+                   c10::function_ref<void(void*)> on_cuda) {
+  if (device.is_cuda()) {
+#ifdef FUSED_LOSSES_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(device);
+    return on_cuda(c10::cuda::getCurrentCUDAStream().stream());
+#else
+    (void)on_cuda;
+    TORCH_CHECK(false, "fused_losses._C was built without CUDA kernels");
+#endif
+  }
+  TORCH_CHECK(device.is_cpu(), "fused_losses: unsupported device ", device);
+  on_cpu();
 }
 
 }  // namespace fused_losses

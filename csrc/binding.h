@@ -2,6 +2,7 @@
 // includes ATen, so no .cu file may include it).
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/util/FunctionRef.h>
 
 #include <optional>
 
@@ -27,5 +28,11 @@ PreparedOperand prepare_operand(const std::optional<at::Tensor>& t, const char* 
 // Shared argument checks for C++ ops called directly (Python validates first;
 // these keep a direct call from reading out of bounds).
 void check_pair(const at::Tensor& input, const at::Tensor& target);
+
+// Runs on_cpu() for a CPU device, or on_cuda(stream) for a CUDA one with that
+// device current and `stream` its current cudaStream_t (as void*). Errors on
+// other devices and on CUDA tensors when the extension was built without CUDA.
+void run_on_device(const at::Device& device, c10::function_ref<void()> on_cpu,
+                   c10::function_ref<void(void*)> on_cuda);
 
 }  // namespace fused_losses

@@ -17,6 +17,16 @@ TORCH_LIBRARY(fused_losses, m) {
       "focal_bce_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? alpha, "
       "Tensor? pos_weight, Tensor? weight, float gamma, float? alpha_value, "
       "float label_smoothing, int? ignore_index) -> Tensor");
+  // GHM-C in three passes (csrc/ghmc_args.h): histogram -> per-bin weights ->
+  // loss with the same (loss, grad, scale) protocol as focal_bce_fwd.
+  m.def("ghmc_hist(Tensor input, Tensor target, Tensor? label_weight, int bins) -> Tensor");
+  m.def("ghmc_weights(Tensor hist, Tensor(a!)? acc_sum, float momentum, bool mean) -> Tensor");
+  m.def(
+      "ghmc_fwd(Tensor input, Tensor target, Tensor? label_weight, Tensor weights, int bins, "
+      "str reduction, bool compute_grad) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "ghmc_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? label_weight, "
+      "Tensor weights, int bins) -> Tensor");
   m.def("_cpu_capability() -> str", []() -> std::string {
     return fused_losses::cpu::capability_name(fused_losses::cpu::active_capability());
   });

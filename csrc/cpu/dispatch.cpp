@@ -7,6 +7,7 @@
 #include <string>
 
 #include "../focal_bce_args.h"
+#include "../ghmc_args.h"
 #include "capability.h"
 
 namespace fused_losses {
@@ -80,5 +81,9 @@ static void run(const Args& a, Kernel<Args> baseline, Kernel<Args> avx2, Kernel<
 
 FUSED_LOSSES_CPU_ENTRY(FocalBceArgs, focal_bce_forward, focal_bce_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(FocalBceArgs, focal_bce_backward, focal_bce_cpu_backward)
+FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_histogram, ghmc_cpu_histogram)
+FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_weights, ghmc_cpu_weights)
+FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_forward, ghmc_cpu_forward)
+FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_backward, ghmc_cpu_backward)
 
 }  // namespace fused_losses

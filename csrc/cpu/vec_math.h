@@ -67,22 +67,41 @@ inline Vec log1p_nonneg(const Vec& e) {
   return Vec::blendv(u.log() * (e / d), e, d == Vec(0.f));
 }
 
-// log σ(x), log σ(-x), σ(x), σ(-x) from e = exp(-|x|) ≤ 1: one exp, one log1p,
-// one division, no overflow, and σ(-x) without the cancellation of 1 - σ(x).
+// σ(x), σ(-x) and e = exp(-|x|) ≤ 1: one exp, one division, no overflow, and
+// σ(-x) without the cancellation of 1 - σ(x). Kernels that need σ(x) alone
+// call this, so they get bit-identical values to sigmoid_terms.
+struct Sigmoids {
+  Vec e, s_p, s_n;
+};
+
+inline Sigmoids sigmoids(const Vec& x) {
+  const Vec zero(0.f), one(1.f);
+  Vec e = x.abs().neg().exp();
+  Vec big = one / (one + e);
+  Vec small = e * big;
+  auto pos = x >= zero;
+  return {e, Vec::blendv(small, big, pos), Vec::blendv(big, small, pos)};
+}
+
+// log σ(x), log σ(-x), σ(x), σ(-x) from the same exp, plus one log1p.
 struct SigmoidTerms {
   Vec log_p, log_n, s_p, s_n;
 };
 
 inline SigmoidTerms sigmoid_terms(const Vec& x) {
-  const Vec zero(0.f), one(1.f);
-  Vec e = x.abs().neg().exp();
-  Vec softplus_neg_abs = log1p_nonneg(e);
-  Vec big = one / (one + e);
-  Vec small = e * big;
-  auto pos = x >= zero;
+  const Vec zero(0.f);
+  Sigmoids s = sigmoids(x);
+  Vec softplus_neg_abs = log1p_nonneg(s.e);
   return {at::vec::minimum(x, zero) - softplus_neg_abs,
-          at::vec::maximum(x, zero).neg() - softplus_neg_abs,
-          Vec::blendv(small, big, pos), Vec::blendv(big, small, pos)};
+          at::vec::maximum(x, zero).neg() - softplus_neg_abs, s.s_p, s.s_n};
+}
+
+// a·b rounded to fp32 on its own, as a separate torch op rounds it. The
+// volatile temporary keeps the compiler from fusing the product into a
+// neighbouring add (GCC contracts a·b + c into an FMA in the FMA builds).
+inline float mul_unfused(float a, float b) {
+  volatile float p = a * b;
+  return p;
 }
 
 // log(exp a + exp b), exact when one side is -inf.
