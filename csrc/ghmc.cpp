@@ -131,6 +131,7 @@ at::Tensor ghmc_weights(const at::Tensor& hist, const std::optional<at::Tensor>&
   a.hist = hist_c.data_ptr<int64_t>();
   a.acc_sum = ema ? acc_sum->data_ptr<float>() : nullptr;
   a.momentum = static_cast<float>(momentum);
+  a.one_minus_momentum = static_cast<float>(1.0 - momentum);
   a.mean = mean;
   a.weights = weights.data_ptr<float>();
   launch(Pass::Weights, a, hist.device());

@@ -42,6 +42,7 @@ struct GhmcArgs {
   // momentum == 0), writes weights float32[bins] = w_b, divided by tot when mean.
   float* acc_sum = nullptr;
   float momentum = 0.f;
+  float one_minus_momentum = 1.f;     // (1 - momentum) rounded once from double, as torch does
   bool mean = true;
   float* weights = nullptr;
 

@@ -200,7 +200,7 @@ void ghmc_weights(const GhmcArgs& a) {
   for (int32_t b = 0; b <= bins; ++b) total += a.hist[b];
   const float tot = static_cast<float>(std::max<int64_t>(total, 1));
   const bool ema = a.momentum > 0.f && a.acc_sum != nullptr;
-  const float keep = a.momentum, take = 1.f - a.momentum;
+  const float keep = a.momentum, take = a.one_minus_momentum;
   int32_t nonempty = 0;
   for (int32_t b = 0; b < bins; ++b) {
     const float count = static_cast<float>(a.hist[b]);

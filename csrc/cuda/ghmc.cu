@@ -190,10 +190,10 @@ __global__ void __launch_bounds__(kBlock) _ghmc_hist_sum_kernel(const int64_t* p
 // reference, operation for operation, so the weights match it bit for bit.
 // The momentum update is rounded product by product (__fmul_rn/__fadd_rn
 // forbid the FMA contraction that the reference's separate torch ops never
-// get). (1 - momentum) is formed from the fp32 momentum of GhmcArgs.
-__global__ void __launch_bounds__(kWarpSize) _ghmc_weights_kernel(const int64_t* hist, int bins,
-                                                                  float* acc_sum, float momentum,
-                                                                  bool mean, float* weights) {
+// get). (1 - momentum) comes rounded once from double, as torch forms it.
+__global__ void __launch_bounds__(kWarpSize) _ghmc_weights_kernel(
+    const int64_t* hist, int bins, float* acc_sum, float momentum, float one_minus_momentum,
+    bool mean, float* weights) {
   const int lane = threadIdx.x;
   int64_t valid = 0;
   int nonempty = 0;
@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kWarpSize) _ghmc_weights_kernel(const int64_t*
     if (count > 0.f) {
       float denom = count;
       if (momentum > 0.f) {
-        denom = __fadd_rn(__fmul_rn(momentum, acc_sum[b]), __fmul_rn(1.f - momentum, count));
+        denom = __fadd_rn(__fmul_rn(momentum, acc_sum[b]), __fmul_rn(one_minus_momentum, count));
         acc_sum[b] = denom;
       }
       w = tot / denom;
@@ -339,8 +339,8 @@ void ghmc_cuda_weights(const GhmcArgs& a, void* stream) {
   require(a.hist != nullptr && a.weights != nullptr, "hist and weights must be set");
   require(!(a.momentum > 0.f) || a.acc_sum != nullptr, "acc_sum must be set when momentum > 0");
   const auto s = static_cast<cudaStream_t>(stream);
-  _ghmc_weights_kernel<<<1, kWarpSize, 0, s>>>(a.hist, a.bins, a.acc_sum, a.momentum, a.mean,
-                                               a.weights);
+  _ghmc_weights_kernel<<<1, kWarpSize, 0, s>>>(a.hist, a.bins, a.acc_sum, a.momentum,
+                                               a.one_minus_momentum, a.mean, a.weights);
   check_launch("_ghmc_weights_kernel");
 }
 
