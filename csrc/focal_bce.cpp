@@ -6,11 +6,6 @@
 #include "binding.h"
 #include "focal_bce_args.h"
 
-#ifdef FUSED_LOSSES_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
-
 namespace fused_losses {
 namespace {
 
@@ -55,17 +50,15 @@ Prepared prepare(const at::Tensor& input, const at::Tensor& target,
 }
 
 void launch(const FocalBceArgs& a, const at::Tensor& input, bool forward) {
-  if (input.is_cuda()) {
+  run_on_device(
+      input.device(), [&] { forward ? focal_bce_cpu_forward(a) : focal_bce_cpu_backward(a); },
+      [&](void* stream) {
 #ifdef FUSED_LOSSES_WITH_CUDA
-    const c10::cuda::CUDAGuard guard(input.device());
-    void* stream = c10::cuda::getCurrentCUDAStream().stream();
-    return forward ? focal_bce_cuda_forward(a, stream) : focal_bce_cuda_backward(a, stream);
+        forward ? focal_bce_cuda_forward(a, stream) : focal_bce_cuda_backward(a, stream);
 #else
-    TORCH_CHECK(false, "fused_losses._C was built without CUDA kernels");
+        (void)stream;
 #endif
-  }
-  TORCH_CHECK(input.device().is_cpu(), "fused_losses: unsupported device ", input.device());
-  return forward ? focal_bce_cpu_forward(a) : focal_bce_cpu_backward(a);
+      });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> focal_bce_fwd(

@@ -57,7 +57,7 @@ inline void focal_bce_vec(const Vec& x, Vec t, const RowOperands& ops, int64_t c
   grad = (one - t) * s.s_p - pos_t * s.s_n;
   if (!c.gamma_zero) {
     Vec f, r;
-    focal_factor(s, t, c.gamma, c.int_gamma, c.hard, f, r);
+    focal_factor(s, t, c.gamma, c.int_gamma, c.hard || all_hard(t), f, r);
     grad = f * (c.gamma * (one - t - t) * r * loss + grad);
     loss = f * loss;
   }

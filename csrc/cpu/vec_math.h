@@ -109,6 +109,13 @@ inline Vec log_add_exp(const Vec& a, const Vec& b) {
   return at::vec::maximum(a, b) + (a - b).abs().neg().exp().log1p();
 }
 
+// True when every lane of t is exactly 0 or 1: float 0/1 labels can then take
+// the cheap hard-target path (a per-vector branch costs nothing on a CPU).
+inline bool all_hard(const Vec& t) {
+  const Vec soft = (t > Vec(0.f)) & (t < Vec(1.f));  // all-ones bits in soft lanes
+  return soft.zero_mask() == (1 << kLanes) - 1;
+}
+
 // Small non-negative integer exponent as repeated products (γ = 2: one multiply).
 inline Vec int_pow(const Vec& q, int n) {
   Vec out(1.f);
