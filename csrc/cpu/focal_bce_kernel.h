@@ -154,19 +154,13 @@ void backward_typed(const FocalBceArgs& a) {
 }
 
 void focal_bce_forward(const FocalBceArgs& a) {
-  dispatch_input(a.input_dtype, [&](auto xs) {
-    dispatch_target(a.target_dtype, [&](auto ts) {
-      forward_typed<decltype(xs), decltype(ts)>(a);
-    });
-  });
+  dispatch_pair(a.input_dtype, a.target_dtype,
+                [&](auto xs, auto ts) { forward_typed<decltype(xs), decltype(ts)>(a); });
 }
 
 void focal_bce_backward(const FocalBceArgs& a) {
-  dispatch_input(a.input_dtype, [&](auto xs) {
-    dispatch_target(a.target_dtype, [&](auto ts) {
-      backward_typed<decltype(xs), decltype(ts)>(a);
-    });
-  });
+  dispatch_pair(a.input_dtype, a.target_dtype,
+                [&](auto xs, auto ts) { backward_typed<decltype(xs), decltype(ts)>(a); });
 }
 
 }  // namespace CPU_CAPABILITY

@@ -223,19 +223,13 @@ void ghmc_weights(const GhmcArgs& a) {
 }
 
 void ghmc_forward(const GhmcArgs& a) {
-  dispatch_input(a.input_dtype, [&](auto xs) {
-    dispatch_target(a.target_dtype, [&](auto ts) {
-      forward_typed<decltype(xs), decltype(ts)>(a);
-    });
-  });
+  dispatch_pair(a.input_dtype, a.target_dtype,
+                [&](auto xs, auto ts) { forward_typed<decltype(xs), decltype(ts)>(a); });
 }
 
 void ghmc_backward(const GhmcArgs& a) {
-  dispatch_input(a.input_dtype, [&](auto xs) {
-    dispatch_target(a.target_dtype, [&](auto ts) {
-      backward_typed<decltype(xs), decltype(ts)>(a);
-    });
-  });
+  dispatch_pair(a.input_dtype, a.target_dtype,
+                [&](auto xs, auto ts) { backward_typed<decltype(xs), decltype(ts)>(a); });
 }
 
 }  // namespace CPU_CAPABILITY

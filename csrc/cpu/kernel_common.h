@@ -78,6 +78,13 @@ inline void dispatch_target(DType d, F&& f) {
   TORCH_CHECK(false, "fused_losses: unsupported target dtype");
 }
 
+// f(input_tag, target_tag) with default-constructed values of the two C++
+// element types, e.g. f(float{}, uint8_t{}).
+template <typename F>
+inline void dispatch_pair(DType input, DType target, F&& f) {
+  dispatch_input(input, [&](auto xs) { dispatch_target(target, [&](auto ts) { f(xs, ts); }); });
+}
+
 }  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace fused_losses
