@@ -48,6 +48,11 @@ def flat_target(target: torch.Tensor) -> torch.Tensor:
     return target.view(torch.uint8) if target.dtype == torch.bool else target
 
 
+def backward_fake(grad_output, input, *options):
+    """Fake kernel of every fused backward op: a gradient shaped like ``input``."""
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
 def fused_outputs(input: torch.Tensor, reduction: str, compute_grad: bool):
     """Empty ``(loss, grad, scale)`` of a fused forward op (also its fake kernel).
 

@@ -112,7 +112,7 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
                      reduction=reduction)
 
 
-def _check_acc_sum(acc_sum, bins: int, momentum: float, input: torch.Tensor):
+def _check_acc_sum(acc_sum, bins: int, momentum: float):
     if acc_sum is None:
         if momentum > 0:
             raise ValueError(f"momentum={momentum} > 0 needs an acc_sum state tensor "
@@ -168,7 +168,7 @@ def ghmc(input: torch.Tensor, target: torch.Tensor, *, bins: int = 10, momentum:
     v.check_target(input, target)
     bins = v.check_int("bins", bins, 1, MAX_GHMC_BINS)
     momentum = v.check_real("momentum", momentum, 0.0, 1.0, high_open=True)
-    acc_sum = _check_acc_sum(acc_sum, bins, momentum, input)
+    acc_sum = _check_acc_sum(acc_sum, bins, momentum)
     v.check_broadcast("label_weight", label_weight, target, floating=False)
     v.check_reduction(reduction)
     v.check_devices(input=input, target=target, acc_sum=acc_sum, label_weight=label_weight)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from . import functional as F
+from ._validate import check_int
 
 
 class FocalBCE(nn.Module):
@@ -105,9 +106,7 @@ class GHMC(nn.Module):
     def __init__(self, bins: int = 10, momentum: float = 0.0, reduction: str = "mean",
                  backend: str = "auto", sync_distributed=False):
         super().__init__()
-        if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= 64:
-            raise ValueError(f"bins must be an int in [1, 64], got {bins!r}")
-        self.bins = bins
+        self.bins = check_int("bins", bins, 1, F.MAX_GHMC_BINS)
         self.momentum = momentum
         self.reduction = reduction
         self.backend = backend

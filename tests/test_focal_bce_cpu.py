@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fused_losses
-from helpers import assert_close, check_compiled_training_step, forward_backward, make_inputs
+from helpers import check_compiled_training_step, forward_backward, make_inputs
 
 pytestmark = pytest.mark.skipif("cpu" not in fused_losses.available_backends("cpu"),
                                 reason="fused_losses._C is not built")

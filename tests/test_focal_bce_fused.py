@@ -6,13 +6,10 @@ import torch.nn.functional as F
 
 import fused_losses
 from helpers import (LOGIT_DTYPES, SHAPES, TARGET_DTYPES, assert_close, forward_backward,
-                     make_inputs, triton_device)
-from helpers import parity as _parity
+                     make_inputs)
+from helpers import parity
 
 REDUCTIONS = ["none", "mean", "sum"]
-def parity(x, t, backend, **options):
-    _parity(x, t, backend, **options)
-
 
 def full_options(shape, device):
     """Every tensor option at once, each with a different broadcast pattern."""

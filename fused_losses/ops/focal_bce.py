@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, reference
-from .._layout import fused_outputs
+from .._layout import backward_fake, fused_outputs
 from ._fused import needs_input_grad, register_fused_autograd
 
 _FWD_OPS = {}
@@ -22,7 +22,7 @@ def _register() -> None:
         _FWD_OPS["triton"] = ops.focal_bce_triton_fwd
     if _backend._EXT_PROBLEM is None:
         torch.library.register_fake("fused_losses::focal_bce_fwd", _fwd_fake)
-        torch.library.register_fake("fused_losses::focal_bce_bwd", _bwd_fake)
+        torch.library.register_fake("fused_losses::focal_bce_bwd", backward_fake)
         register_fused_autograd("fused_losses::focal_bce_fwd", ops.focal_bce_bwd, 3)
         _FWD_OPS["cpu"] = _FWD_OPS["cuda"] = ops.focal_bce_fwd
 
@@ -31,9 +31,6 @@ def _fwd_fake(input, target, alpha, pos_weight, weight, gamma, alpha_value, labe
               ignore_index, reduction, compute_grad):
     return fused_outputs(input, reduction, compute_grad)
 
-
-def _bwd_fake(grad_output, input, *args):
-    return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
 _register()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import _backend, reference
-from .._layout import fused_outputs
+from .._layout import backward_fake, fused_outputs
 from ._fused import needs_input_grad, register_fused_autograd
 
 _OPS = {}
@@ -25,7 +25,7 @@ def _register() -> None:
         torch.library.register_fake("fused_losses::ghmc_hist", _hist_fake)
         torch.library.register_fake("fused_losses::ghmc_weights", _weights_fake)
         torch.library.register_fake("fused_losses::ghmc_fwd", _fwd_fake)
-        torch.library.register_fake("fused_losses::ghmc_bwd", _bwd_fake)
+        torch.library.register_fake("fused_losses::ghmc_bwd", backward_fake)
         register_fused_autograd("fused_losses::ghmc_fwd", ops.ghmc_bwd, 2)
         _OPS["cpu"] = _OPS["cuda"] = (ops.ghmc_hist, ops.ghmc_weights, ops.ghmc_fwd)
 
@@ -41,9 +41,6 @@ def _weights_fake(hist, acc_sum, momentum, mean):
 def _fwd_fake(input, target, label_weight, weights, bins, reduction, compute_grad):
     return fused_outputs(input, reduction, compute_grad)
 
-
-def _bwd_fake(grad_output, input, *args):
-    return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
 _register()

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .._layout import as_rows, flat_target, fused_outputs, rows_cols
+from .._layout import as_rows, backward_fake, flat_target, fused_outputs, rows_cols
 from ._math import load_rc, row_col, sigmoid_terms
 from ._reduce import launch_sum_partials
 
@@ -236,6 +236,4 @@ def _(input, target, label_weight, weights, bins, reduction, compute_grad):
     return fused_outputs(input, reduction, compute_grad)
 
 
-@ghmc_triton_bwd.register_fake
-def _(grad_output, input, *args):
-    return torch.empty_like(input, memory_format=torch.contiguous_format)
+ghmc_triton_bwd.register_fake(backward_fake)
