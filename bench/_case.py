@@ -49,3 +49,11 @@ class Candidate:
     name: str
     backend: str
     fn: Callable[[dict], None]
+
+
+def grid(loss: str, shapes, dtypes, device, make_inputs) -> list:
+    """One Case per (shape, dtype); ``make_inputs(shape, dtype, device)`` runs lazily."""
+    device = torch.device(device)
+    return [Case(loss, shape, dtype, device,
+                 lambda s=shape, d=dtype: make_inputs(s, d, device))
+            for shape in shapes for dtype in dtypes]

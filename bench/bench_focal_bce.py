@@ -22,7 +22,7 @@ import fused_losses
 from fused_losses import reference
 from fused_losses._backend import resolve_backend
 
-from ._case import Candidate, Case
+from ._case import Candidate, Case, grid
 
 LOSS = "focal_bce"
 NUM_CLASSES = 270
@@ -46,10 +46,7 @@ def _make_inputs(shape, dtype, device) -> dict:
 
 def cases(device, quick: bool = False) -> list:
     """The (shape, dtype) points on ``device``; ``quick`` gives tiny shapes for smoke tests."""
-    device = torch.device(device)
-    return [Case(LOSS, shape, dtype, device,
-                 lambda s=shape, d=dtype: _make_inputs(s, d, device))
-            for shape in (QUICK_SHAPES if quick else SHAPES) for dtype in DTYPES]
+    return grid(LOSS, QUICK_SHAPES if quick else SHAPES, DTYPES, device, _make_inputs)
 
 
 def torchvision_focal(x, target, pos_weight, gamma: float = GAMMA, alpha: float = ALPHA):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import fused_losses
 from fused_losses import reference
 
-from ._case import Candidate, Case
+from ._case import Candidate, Case, grid
 from .bench_focal_bce import fused_backends
 
 LOSS = "ghmc"
@@ -44,10 +44,7 @@ def _make_inputs(shape, dtype, device) -> dict:
 
 
 def cases(device, quick: bool = False) -> list:
-    device = torch.device(device)
-    return [Case(LOSS, shape, dtype, device,
-                 lambda s=shape, d=dtype: _make_inputs(s, d, device))
-            for shape in (QUICK_SHAPES if quick else SHAPES) for dtype in DTYPES]
+    return grid(LOSS, QUICK_SHAPES if quick else SHAPES, DTYPES, device, _make_inputs)
 
 
 def mmdet_ghmc(pred, target, acc_sum, bins: int = BINS, momentum: float = MOMENTUM):
