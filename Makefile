@@ -27,13 +27,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run
 
-# Everything a lent GPU box should do, in one call (system python, no registry).
+# Everything a lent GPU box should do, in one call (system python, no registry):
+# install with CUDA kernels, CUDA-marked tests, whole suite, GPU benchmarks -> bench/results/.
 gpu-check:
-	mkdir -p bench/results
-	TORCH_CUDA_ARCH_LIST=$${TORCH_CUDA_ARCH_LIST:-9.0} $(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
-	$(PYTHON) -m pytest -q -m cuda tests 2>&1 | tee bench/results/gpu-tests.log
-	$(PYTHON) -m pytest -q tests 2>&1 | tail -3 | tee -a bench/results/gpu-tests.log
-	$(PYTHON) -m bench.run --out bench/results
+	PYTHON=$(PYTHON) bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info fused_losses/_C*.so

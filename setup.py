@@ -78,6 +78,7 @@ def _optional_build(base):
 
         def build_extension(self, extension):
             _add_per_file_flags(self.compiler)
+            _compile_in_parallel(self.compiler)
             try:
                 super().build_extension(extension)
             except Exception as exc:  # noqa: BLE001
@@ -103,6 +104,46 @@ def _add_per_file_flags(compiler):
 
     compile_one._fused_losses = True
     compiler._compile = compile_one
+
+
+_PENDING = []
+
+
+def _run_pending(index):
+    fn, args = _PENDING[index]
+    fn(*args)
+
+
+def _compile_in_parallel(compiler):
+    """Compile an extension's sources in forked worker processes (MAX_JOBS, default
+    all cores). Forked, because torch's per-source step swaps the compiler
+    executable on the shared compiler object for .cu files."""
+    if getattr(compiler.compile, "_fused_losses", False):
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    def compile_all(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
+                    extra_preargs=None, extra_postargs=None, depends=None):
+        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+            output_dir, macros, include_dirs, sources, depends, extra_postargs)
+        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+        jobs = int(os.environ.get("MAX_JOBS", "0")) or os.cpu_count() or 1
+        todo = [obj for obj in objects if obj in build]
+        if jobs == 1 or len(todo) < 2:
+            for obj in todo:
+                compiler._compile(obj, *build[obj], cc_args, extra_postargs, pp_opts)
+            return objects
+        # Workers are forked after this is set, so they inherit it and nothing is pickled.
+        _PENDING[:] = [(compiler._compile, (obj, *build[obj], cc_args, extra_postargs, pp_opts))
+                       for obj in todo]
+        with ProcessPoolExecutor(min(jobs, len(todo)),
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_run_pending, range(len(todo))))
+        return objects
+
+    compile_all._fused_losses = True
+    compiler.compile = compile_all
 
 
 setup(**_extension_kwargs())

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Everything a lent GPU box should do, in one call (`make gpu-check`):
+# install with the CUDA kernels, run the CUDA-marked tests and then the whole
+# suite, then the GPU benchmarks. Logs and results go to bench/results/ and,
+# when $OUT is set (the device tool's return folder), are copied there too.
+# Each stage has a time limit so one slow stage cannot eat the others' output.
+set -u
+RESULTS=bench/results
+mkdir -p "$RESULTS"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+log="$RESULTS/gpu-check.log"
+: >"$log"
+stage() { echo "=== $* ($(date -u +%T), ${SECONDS}s)" | tee -a "$log"; }
+
+stage install
+TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "Wc++20\|^  warnings.warn\|^\s*$" | tail -20 | tee -a "$log"
+"$PY" -c "import torch, triton, fused_losses as f; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name(), 'backends', f.available_backends('cuda'))" 2>&1 | tee -a "$log"
+
+parallel=""
+"$PY" -c "import xdist" 2>/dev/null && parallel="-n ${TEST_WORKERS:-8}"
+stage "tests -m cuda"
+timeout "${CUDA_TEST_TIMEOUT:-200}" "$PY" -m pytest -q -rfE -m cuda $parallel tests 2>&1 | tail -60 | tee -a "$log"
+stage "tests (all)"
+timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -rfE $parallel tests 2>&1 | tail -40 | tee -a "$log"
+stage bench
+timeout "${BENCH_TIMEOUT:-300}" "$PY" -m bench.run --out "$RESULTS" ${BENCH_ARGS:-} 2>&1 | tee "$RESULTS/gpu-bench.log"
+stage done
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+    cp "$log" "$RESULTS/gpu-bench.log" "$OUT"/ 2>/dev/null
+    cp "$RESULTS"/*h100*.csv "$RESULTS"/*h100*.png "$RESULTS"/*h200*.csv "$RESULTS"/*h200*.png "$OUT"/ 2>/dev/null
+fi
+exit 0
