@@ -43,9 +43,9 @@ def as_rows(operand: torch.Tensor | None, shape, rows: int, cols: int):
 
 
 def flat_target(target: torch.Tensor) -> torch.Tensor:
-    """Contiguous target with bool reinterpreted as uint8 (a view, no copy)."""
-    target = target.contiguous()
-    return target.view(torch.uint8) if target.dtype == torch.bool else target
+    """Contiguous target, bool kept as bool: Triton loads ``*i1`` as bytes, and a
+    bool -> uint8 dtype view inside a traced op does not lower in inductor."""
+    return target.contiguous()
 
 
 def backward_fake(grad_output, input, *options):

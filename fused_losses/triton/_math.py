@@ -62,7 +62,7 @@ def row_col(start, C, inv_c, BLOCK: tl.constexpr, SMALL_C: tl.constexpr):
     r0 = start // C
     k = (start - r0 * C) + tl.arange(0, BLOCK)
     if SMALL_C:
-        dr = (k.to(tl.float32) * inv_c).to(tl.int64)
+        dr = (k.to(tl.float32) * tl.cast(inv_c, tl.float32)).to(tl.int64)
         dr = tl.where(k - dr * C >= C, dr + 1, dr)
         dr = tl.where(k - dr * C < 0, dr - 1, dr)
         return r0 + dr, k - dr * C

@@ -35,6 +35,9 @@ def _focal_bce_tile(x_ptr, t_ptr, a_ptr, pw_ptr, w_ptr, start, numel, C, inv_c,
 
     Loss and gradient are 0 where ``keep`` is False (padding or ignored).
     """
+    # torch.compile passes Python floats as fp64 scalars: keep the maths in fp32.
+    gamma, alpha = tl.cast(gamma, tl.float32), tl.cast(alpha, tl.float32)
+    smoothing, ignore = tl.cast(smoothing, tl.float32), tl.cast(ignore, tl.float32)
     offs = start + tl.arange(0, BLOCK)
     mask = offs < numel
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -91,7 +94,7 @@ def _focal_bce_fwd_kernel(x_ptr, t_ptr, a_ptr, pw_ptr, w_ptr, out_ptr, grad_ptr,
         tl.store(psum_ptr + pid, tl.sum(loss, axis=0))
         tl.store(pcnt_ptr + pid, tl.sum(keep.to(tl.int32), axis=0))
         if WRITE_GRAD:
-            g = grad * grad_scale
+            g = grad * tl.cast(grad_scale, tl.float32)
             tl.store(grad_ptr + offs, g.to(grad_ptr.dtype.element_ty), mask=mask)
     else:
         tl.store(out_ptr + offs, loss.to(out_ptr.dtype.element_ty), mask=mask)

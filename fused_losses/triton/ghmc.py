@@ -78,6 +78,8 @@ def _ghmc_hist_kernel(x_ptr, t_ptr, lw_ptr, hist_ptr, numel, C, inv_c, lw_sr, lw
 def _ghmc_weights_kernel(hist_ptr, acc_ptr, w_ptr, bins, momentum, one_minus_momentum,
                          HAS_MOMENTUM: tl.constexpr, MEAN: tl.constexpr, SLOTS: tl.constexpr):
     """w_b = tot / (count_b or the EMA), ÷ non-empty bins, ÷ tot for a mean."""
+    # torch.compile passes Python floats as fp64 scalars: keep the maths in fp32.
+    momentum, one_minus_momentum = tl.cast(momentum, tl.float32), tl.cast(one_minus_momentum, tl.float32)
     idx = tl.arange(0, SLOTS)
     is_bin = idx < bins
     hist = tl.load(hist_ptr + idx, mask=idx <= bins, other=0)
