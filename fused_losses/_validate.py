@@ -66,11 +66,10 @@ def check_broadcast(name: str, value, target: torch.Tensor, floating: bool = Tru
         raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
     if value.is_complex():
         raise TypeError(f"{name} must be real, got {value.dtype}")
-    try:
-        shape = torch.broadcast_shapes(value.shape, target.shape)
-    except RuntimeError:
-        shape = None
-    if shape != target.shape:
+    # A plain shape walk: torch.broadcast_shapes costs ~40 µs of Python per call.
+    shape, full = tuple(value.shape), tuple(target.shape)
+    if len(shape) > len(full) or any(s != 1 and s != f for s, f in
+                                     zip(reversed(shape), reversed(full))):
         raise ValueError(
             f"{name} of shape {tuple(value.shape)} does not broadcast to the target "
             f"shape {tuple(target.shape)}")

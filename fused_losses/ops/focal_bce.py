@@ -18,13 +18,13 @@ _FWD_OPS = {}
 def _register() -> None:
     ops = torch.ops.fused_losses
     if _backend._TRITON_PROBLEM is None:
-        register_fused_autograd("fused_losses::focal_bce_triton_fwd", ops.focal_bce_triton_bwd, 3)
-        _FWD_OPS["triton"] = ops.focal_bce_triton_fwd
+        _FWD_OPS["triton"] = register_fused_autograd(
+            "fused_losses::focal_bce_triton_fwd", ops.focal_bce_triton_bwd, 3)
     if _backend._EXT_PROBLEM is None:
         torch.library.register_fake("fused_losses::focal_bce_fwd", _fwd_fake)
         torch.library.register_fake("fused_losses::focal_bce_bwd", backward_fake)
-        register_fused_autograd("fused_losses::focal_bce_fwd", ops.focal_bce_bwd, 3)
-        _FWD_OPS["cpu"] = _FWD_OPS["cuda"] = ops.focal_bce_fwd
+        _FWD_OPS["cpu"] = _FWD_OPS["cuda"] = register_fused_autograd(
+            "fused_losses::focal_bce_fwd", ops.focal_bce_bwd, 3)
 
 
 def _fwd_fake(input, target, alpha, pos_weight, weight, gamma, alpha_value, label_smoothing,

@@ -19,15 +19,15 @@ _OPS = {}
 def _register() -> None:
     ops = torch.ops.fused_losses
     if _backend._TRITON_PROBLEM is None:
-        register_fused_autograd("fused_losses::ghmc_triton_fwd", ops.ghmc_triton_bwd, 2)
-        _OPS["triton"] = (ops.ghmc_triton_hist, ops.ghmc_triton_weights, ops.ghmc_triton_fwd)
+        _OPS["triton"] = (ops.ghmc_triton_hist, ops.ghmc_triton_weights, register_fused_autograd(
+            "fused_losses::ghmc_triton_fwd", ops.ghmc_triton_bwd, 2))
     if _backend._EXT_PROBLEM is None and hasattr(ops, "ghmc_fwd"):
         torch.library.register_fake("fused_losses::ghmc_hist", _hist_fake)
         torch.library.register_fake("fused_losses::ghmc_weights", _weights_fake)
         torch.library.register_fake("fused_losses::ghmc_fwd", _fwd_fake)
         torch.library.register_fake("fused_losses::ghmc_bwd", backward_fake)
-        register_fused_autograd("fused_losses::ghmc_fwd", ops.ghmc_bwd, 2)
-        _OPS["cpu"] = _OPS["cuda"] = (ops.ghmc_hist, ops.ghmc_weights, ops.ghmc_fwd)
+        _OPS["cpu"] = _OPS["cuda"] = (ops.ghmc_hist, ops.ghmc_weights, register_fused_autograd(
+            "fused_losses::ghmc_fwd", ops.ghmc_bwd, 2))
 
 
 def _hist_fake(input, target, label_weight, bins):
