@@ -60,14 +60,17 @@ def row_col(start, C, inv_c, BLOCK: tl.constexpr, SMALL_C: tl.constexpr):
     (C >= BLOCK) or a float reciprocal estimate corrected to the exact value.
     """
     r0 = start // C
-    k = (start - r0 * C) + tl.arange(0, BLOCK)
+    # Offsets inside the program fit int32 (k < C + BLOCK); only the row base is
+    # int64. int64 vector maths here cost registers and occupancy.
+    c32 = tl.cast(C, tl.int32)
+    k = (start - r0 * C).to(tl.int32) + tl.arange(0, BLOCK)
     if SMALL_C:
-        dr = (k.to(tl.float32) * tl.cast(inv_c, tl.float32)).to(tl.int64)
-        dr = tl.where(k - dr * C >= C, dr + 1, dr)
-        dr = tl.where(k - dr * C < 0, dr - 1, dr)
-        return r0 + dr, k - dr * C
-    dr = (k >= C).to(tl.int64)
-    return r0 + dr, k - dr * C
+        dr = (k.to(tl.float32) * tl.cast(inv_c, tl.float32)).to(tl.int32)
+        dr = tl.where(k - dr * c32 >= c32, dr + 1, dr)
+        dr = tl.where(k - dr * c32 < 0, dr - 1, dr)
+        return r0 + dr, k - dr * c32
+    dr = (k >= c32).to(tl.int32)
+    return r0 + dr, k - dr * c32
 
 
 @triton.jit
