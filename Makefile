@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEPS   := torch==2.13.0 triton numpy pytest pytest-benchmark setuptools wheel
 
-.PHONY: test bench gpu-check clean
+.PHONY: test bench bench-quick gpu-check clean
 
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 # Benchmark table against native PyTorch on the best device present.
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# One-minute smoke run of the same job on tiny shapes (CI runs it); results stay in build/.
+bench-quick: $(STAMP)
+	$(PY) -m bench.run --quick --out build/bench-quick
 
 # Everything a lent GPU box should do, in one call (system python, no registry):
 # install with CUDA kernels, CUDA-marked tests, whole suite, GPU benchmarks -> bench/results/.

@@ -32,6 +32,7 @@ import pkgutil
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,8 @@ import torch
 import fused_losses
 from fused_losses._backend import resolve_backend
 
-from ._report import draw_chart, print_case, write_csv
+from . import plot
+from ._report import print_case, write_csv
 
 # "anchor" is the formula people use today, named by each row's backend column
 # (torchvision's focal loss, mmdet's GHM-C loop, ...).
@@ -74,6 +76,14 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     proc = platform.processor() or platform.machine()
     return f"cpu {proc}" if proc else "cpu"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def slug(name: str) -> str:
@@ -136,7 +146,10 @@ def call_once(fn, inputs: dict, device: torch.device) -> float:
 
 def time_candidates(cands: list, inputs: dict, device: torch.device, reps: int,
                     failed: dict) -> dict:
-    """Median ms per candidate name; failures go into ``failed`` (name -> error).
+    """(median ms, spread %) per candidate name; failures go into ``failed``.
+
+    Spread: half the 20th-80th percentile range of do_bench's timings on CUDA,
+    half the min-max range of the reps on CPU, as a % of the median.
 
     Every candidate has already had its warm-up call. On CPU the reps go
     round-robin over the candidates, so that a load change on a shared machine
@@ -150,15 +163,22 @@ def time_candidates(cands: list, inputs: dict, device: torch.device, reps: int,
             try:
                 if device.type == "cuda":
                     import triton.testing
-                    samples[cand.name].append(triton.testing.do_bench(
+                    # do_bench clears L2 before every timed call.
+                    lo, mid, hi = triton.testing.do_bench(
                         lambda: cand.fn(inputs), grad_to_none=[inputs["input"]],
-                        return_mode="median") * 1e-3)
+                        quantiles=[0.2, 0.5, 0.8])
+                    samples[cand.name] = [mid * 1e-3, lo * 1e-3, hi * 1e-3]
                 else:
                     samples[cand.name].append(call_once(cand.fn, inputs, device))
             except Exception as exc:  # one broken candidate must not end the run
                 failed[cand.name] = short_error(exc)
-    return {name: statistics.median(s) * 1e3 for name, s in samples.items()
-            if s and name not in failed}
+    out = {}
+    for name, s in samples.items():
+        if not s or name in failed:
+            continue
+        mid = s[0] if device.type == "cuda" else statistics.median(s)
+        out[name] = (mid * 1e3, 100 * (max(s) - min(s)) / 2 / mid)
+    return out
 
 
 def _rss_peak_and_now() -> tuple:
@@ -223,17 +243,17 @@ def run_case(case, module, device, reps, roof_gbs, common) -> tuple:
     for cand in cands:
         row = dict(common, loss=case.loss, shape=case.shape_str, dtype=case.dtype_str,
                    candidate=cand.name, backend=cand.backend, note=failed.get(cand.name, ""))
-        ms = times.get(cand.name)
+        ms, spread = times.get(cand.name, (None, None))
         if ms is not None:
             gbs = io_bytes / (ms * 1e-3) / 1e9
-            row.update(ms=f"{ms:.4f}", gb_s=f"{gbs:.1f}" if gbs >= 10 else f"{gbs:.3f}",
+            row.update(ms=f"{ms:.4f}", spread_pct=f"{spread:.1f}", gb_s=f"{gbs:.1f}" if gbs >= 10 else f"{gbs:.3f}",
                        roofline_pct=f"{100 * gbs / roof_gbs:.1f}")
             if peaks.get(cand.name) is not None:
                 row.update(peak_extra_mib=f"{peaks[cand.name] / MIB:.1f}",
                            peak_extra_x_grad=f"{peaks[cand.name] / grad_bytes:.2f}")
             for base in BASELINES:
                 if base in times:
-                    row[f"speedup_vs_{base}"] = f"{times[base] / ms:.2f}"
+                    row[f"speedup_vs_{base}"] = f"{times[base][0] / ms:.2f}"
         rows.append(row)
     del inputs
     gc.collect()
@@ -261,25 +281,31 @@ def main(argv=None) -> int:
     name = device_name(device)
     roof_gbs, roof_src = roofline(device, name)
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    common = {"timestamp": stamp, "device": name, "torch": torch.__version__,
-              "triton": triton_version()}
+    common = {"timestamp": stamp, "commit": git_commit() or "unknown", "device": name,
+              "torch": torch.__version__, "triton": triton_version(),
+              "cuda": torch.version.cuda or "none"}
     timing = ("triton.testing.do_bench median" if device.type == "cuda"
               else f"perf_counter, 1 warm-up + median of {args.reps}, round-robin")
     print(f"device: {name} ({device.type}) | torch {common['torch']} | triton {common['triton']}"
-          f" | python {platform.python_version()}")
+          f" | CUDA {common['cuda']} | python {platform.python_version()}"
+          f" | commit {common['commit']}")
     print(f"backends on {device.type}: {', '.join(fused_losses.available_backends(device))}"
           f" | auto -> {resolve_backend('auto', device.type, True)}")
     print(f"roofline: {roof_gbs:.1f} GB/s ({roof_src}) | timing: {timing}")
     print("vs <baseline>: baseline ms / this row's ms (> 1: this row is faster)")
 
     all_rows = []
-    for loss in args.loss or losses:
-        module = importlib.import_module(f"bench.bench_{loss}")
-        for case in module.cases(device, quick=args.quick):
-            rows, io_bytes = run_case(case, module, device, args.reps, roof_gbs, common)
-            print_case(case, rows, io_bytes)
-            sys.stdout.flush()
-            all_rows.extend(rows)
+    work = [(module, case) for module in (importlib.import_module(f"bench.bench_{loss}")
+                                          for loss in args.loss or losses)
+            for case in module.cases(device, quick=args.quick)]
+    started = time.perf_counter()
+    for k, (module, case) in enumerate(work, 1):
+        print(f"\n[{k}/{len(work)}] {case.loss} {case.shape_str} {case.dtype_str} "
+              f"(elapsed {time.perf_counter() - started:.0f} s) ...", flush=True)
+        rows, io_bytes = run_case(case, module, device, args.reps, roof_gbs, common)
+        print_case(case, rows, io_bytes)
+        sys.stdout.flush()
+        all_rows.extend(rows)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -290,8 +316,9 @@ def main(argv=None) -> int:
     print(f"\nappended {len(all_rows)} rows to {csv_path}")
     if not all_rows:
         print("chart skipped: no rows")
-    elif draw_chart(png_path, all_rows, f"{name} | torch {common['torch']} | {stamp}"):
-        print(f"chart: {png_path}")
+    elif plot.draw(all_rows, png_path, f"{name} | torch {common['torch']} | triton "
+                   f"{common['triton']} | {stamp} | commit {common['commit']}"):
+        print(f"chart: {png_path} (redraw: python -m bench.plot {csv_path})")
     else:
         print("chart skipped: matplotlib is not importable")
     return 0
