@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEPS   := torch==2.13.0 triton numpy pytest pytest-benchmark setuptools wheel
 
-.PHONY: test bench gpu-check clean
+.PHONY: test bench gpu-check clean example
 
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 
@@ -26,6 +26,14 @@ test: $(STAMP)
 # Benchmark table against native PyTorch on the best device present.
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# The worked example (CPU, about a minute): examples/results.md and, when
+# matplotlib installs, examples/results.png. matplotlib is optional, so it is
+# installed here rather than in DEPS and a failed install only skips the chart.
+example: $(STAMP)
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib \
+		|| echo "matplotlib did not install: the example skips its PNG chart"
+	$(PY) examples/imbalanced_multilabel.py
 
 # Everything a lent GPU box should do, in one call (system python, no registry):
 # install with CUDA kernels, CUDA-marked tests, whole suite, GPU benchmarks -> bench/results/.
