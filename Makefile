@@ -33,7 +33,7 @@ bench: $(STAMP)
 example: $(STAMP)
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib \
 		|| echo "matplotlib did not install: the example skips its PNG chart"
-	$(PY) examples/imbalanced_multilabel.py
+	PYTHONPATH=. $(PY) examples/imbalanced_multilabel.py
 
 # Everything a lent GPU box should do, in one call (system python, no registry):
 # install with CUDA kernels, CUDA-marked tests, whole suite, GPU benchmarks -> bench/results/.

@@ -279,11 +279,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny configuration (seconds)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
     parser.add_argument("--out", type=pathlib.Path, default=HERE, help="output folder")
     args = parser.parse_args(argv)
     cfg = Config.quick() if args.quick else Config()
     if args.seeds is not None:
         cfg.seeds = tuple(range(args.seeds))
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
     torch.set_num_threads(1)  # a small MLP: threads cost more than they give
     if not hasattr(fused_losses, "asymmetric_loss"):
         print("ASL: not available in this build (fused_losses.asymmetric_loss missing)")
