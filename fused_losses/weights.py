@@ -77,7 +77,7 @@ def _batch_labels(batch, index: int) -> torch.Tensor:
         return batch
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[1]
-    raise TypeError(f"batch {index} must be a [B, C] label tensor or an (x, y) pair, got "
+    raise TypeError(f"labels_or_loader: batch {index} must be a [B, C] label tensor or an (x, y) pair, got "
                     f"{type(batch).__name__}" +
                     (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
 
