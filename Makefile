@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEPS   := torch==2.13.0 triton numpy matplotlib pytest pytest-benchmark setuptools wheel
 
-.PHONY: test bench bench-quick gpu-check clean
+.PHONY: test bench bench-quick gpu-check clean example
 
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 
@@ -30,6 +30,10 @@ bench: $(STAMP)
 # One-minute smoke run of the same job on tiny shapes (CI runs it); results stay in build/.
 bench-quick: $(STAMP)
 	$(PY) -m bench.run --quick --out build/bench-quick
+
+# The worked example (CPU, about a minute): examples/results.md and examples/results.png.
+example: $(STAMP)
+	PYTHONPATH=. $(PY) examples/imbalanced_multilabel.py
 
 # Everything a lent GPU box should do, in one call (system python, no registry):
 # install with CUDA kernels, CUDA-marked tests, whole suite, GPU benchmarks -> bench/results/.
