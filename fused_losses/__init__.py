@@ -13,3 +13,8 @@ __all__ = [
     "BCEWithLogitsLoss", "BackendUnavailableError", "FocalBCE", "GHMC", "available_backends",
     "binary_cross_entropy_with_logits", "focal_bce", "ghmc",
 ]
+
+from .functional import dice_loss  # noqa: E402
+from .nn import DiceLoss  # noqa: E402
+
+__all__ += ["DiceLoss", "dice_loss"]
