@@ -205,7 +205,7 @@ def dice_triton_bwd(grad_output: torch.Tensor, input: torch.Tensor, target: torc
         wrap_triton(_dice_bwd_kernel)[grid](
             input.contiguous(), flat_target(target), sums.contiguous(), g, grad_input,
             rows, cols, s, 1 if g.dim() else 0,
-            1.0 / cols if reduction == "mean" else 1.0, float(smooth), float(alpha),
+            1.0 / cols if (reduction == "mean" and cols) else 1.0, float(smooth), float(alpha),
             ALPHA_ZERO=alpha == 0.0, SQUARE=square_denominator, SPATIAL=spatial,
             BLOCK_R=block_r, BLOCK_C=block_c, num_warps=NUM_WARPS)
     return grad_input
