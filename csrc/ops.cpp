@@ -27,6 +27,14 @@ TORCH_LIBRARY(fused_losses, m) {
   m.def(
       "ghmc_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? label_weight, "
       "Tensor weights, int bins) -> Tensor");
+  // Multilabel soft dice (csrc/dice_args.h): forward -> (loss, fp32 sums [3, C]);
+  // backward recomputes d loss/dx from x, t and the saved sums.
+  m.def(
+      "dice_fwd(Tensor input, Tensor target, float smooth, float alpha, "
+      "bool square_denominator, str reduction) -> (Tensor, Tensor)");
+  m.def(
+      "dice_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor sums, float smooth, "
+      "float alpha, bool square_denominator, str reduction) -> Tensor");
   m.def("_cpu_capability() -> str", []() -> std::string {
     return fused_losses::cpu::capability_name(fused_losses::cpu::active_capability());
   });

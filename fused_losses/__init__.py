@@ -16,3 +16,8 @@ __all__ = [
     "binary_cross_entropy_with_logits", "focal_bce", "ghmc",
     "weights", "label_counts", "multilabel_sample_weights", "pos_weight_from_counts", "prior_bias",
 ]
+
+from .functional import dice_loss  # noqa: E402
+from .nn import DiceLoss  # noqa: E402
+
+__all__ += ["DiceLoss", "dice_loss"]

@@ -64,3 +64,11 @@ def fused_outputs(input: torch.Tensor, reduction: str, compute_grad: bool):
     loss = input.new_empty(() if reduce else input.shape)
     grad = input.new_empty(input.shape if (reduce and compute_grad) else (0,))
     return loss, grad, input.new_empty((), dtype=torch.float32)
+
+
+def dice_outputs(input: torch.Tensor, reduction: str):
+    """Empty ``(loss, sums)`` of a dice forward op (also its fake kernel): loss
+    ``[]`` or ``[C]`` (``none``) in input's dtype, fp32 sums ``[3, C]``."""
+    cols = input.shape[1]
+    loss = input.new_empty(() if reduction != "none" else (cols,))
+    return loss, input.new_empty((3, cols), dtype=torch.float32)

@@ -13,6 +13,7 @@ from . import _validate as v
 from ._backend import BackendUnavailableError, resolve_backend
 from .ops import focal_bce as _focal_bce_ops
 from .ops import ghmc as _ghmc_ops
+from .ops import dice as _dice_ops
 
 MAX_GHMC_BINS = 64
 
@@ -186,3 +187,68 @@ def ghmc(input: torch.Tensor, target: torch.Tensor, *, bins: int = 10, momentum:
     return _ghmc_ops.ghmc(input, target, backend=chosen, bins=bins, momentum=momentum,
                           acc_sum=acc_sum, label_weight=label_weight, reduction=reduction,
                           process_group=process_group)
+
+
+def dice_loss(input: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0,
+              alpha: float = 0.0, square_denominator: bool = False, reduction: str = "mean",
+              backend: str = "auto"):
+    r"""Multilabel soft dice loss on logits, with the self-adjusting variant.
+
+    Per class c, summing over the batch and every spatial dim:
+
+    .. math::
+        \tilde p = (1-p)^\alpha\,p,\quad p = \sigma(x),\qquad
+        \mathrm{dice}_c = 1 - \frac{2\sum \tilde p\,t + s}
+                                   {\sum \tilde p^k + \sum t^k + s}
+
+    with k = 2 if ``square_denominator`` else 1 and s = ``smooth``. α = 0 is
+    plain soft dice; α > 0 is the self-adjusting dice of Li et al., "Dice Loss
+    for Data-imbalanced NLP Tasks" (ACL 2020).
+
+    Args:
+        input: logits ``[N, C]`` or ``[N, C, d1, ...]`` (classes on dim 1);
+            float16, bfloat16, float32 (float64: reference only).
+        target: same shape; soft labels in [0, 1] (float) or hard labels (bool).
+        smooth: s ≥ 0 added to numerator and denominator.
+        alpha: α ≥ 0, the self-adjusting exponent.
+        square_denominator: use Σ p̃² + Σ t² (V-Net style) in the denominator.
+        reduction: ``"mean"`` or ``"sum"`` over classes (scalar), or ``"none"`` (``[C]``).
+        backend: ``"auto" | "triton" | "cuda" | "cpu" | "torch"``.
+
+    Returns:
+        The loss in ``input.dtype``.
+
+    Example:
+        >>> import torch, fused_losses
+        >>> x = torch.randn(64, 270, requires_grad=True)
+        >>> y = torch.rand(64, 270) < 0.05
+        >>> loss = fused_losses.dice_loss(x, y, alpha=0.1)
+        >>> loss.backward()
+        >>> fused_losses.dice_loss(x, y, reduction="none").shape
+        torch.Size([270])
+    """
+    v.check_logits(input)
+    v.check_target(input, target)
+    if input.dim() < 2:
+        raise ValueError(f"input must be [N, C] or [N, C, d1, ...] (classes on dim 1), "
+                         f"got shape {tuple(input.shape)}")
+    smooth = v.check_real("smooth", smooth, 0.0, float("inf"), high_open=True)
+    alpha = v.check_real("alpha", alpha, 0.0, float("inf"), high_open=True)
+    if not isinstance(square_denominator, bool):
+        raise TypeError(f"square_denominator must be a bool, got "
+                        f"{type(square_denominator).__name__}")
+    v.check_reduction(reduction)
+    v.check_devices(input=input, target=target)
+    fused_ok = input.dtype != torch.float64 and not target.requires_grad
+    chosen = resolve_backend(backend, input.device.type, fused_ok)
+    if chosen != "torch" and not _dice_ops.has_backend(chosen):
+        if backend != "auto":
+            raise BackendUnavailableError(f"backend={backend!r} has no dice kernels in this build")
+        chosen = "torch"
+    if chosen != "torch" and not fused_ok:
+        raise ValueError(
+            f"backend={backend!r} needs float16/bfloat16/float32 input and a target without "
+            f"requires_grad; got input {input.dtype}, target.requires_grad="
+            f"{target.requires_grad}; use backend='torch' or 'auto'")
+    return _dice_ops.dice_loss(input, target, backend=chosen, smooth=smooth, alpha=alpha,
+                               square_denominator=square_denominator, reduction=reduction)

@@ -132,3 +132,43 @@ class GHMC(nn.Module):
     def extra_repr(self) -> str:
         return (f"bins={self.bins}, momentum={self.momentum}, reduction={self.reduction!r}, "
                 f"backend={self.backend!r}")
+
+
+class DiceLoss(nn.Module):
+    r"""Multilabel soft dice on logits (self-adjusting with α > 0); see
+    :func:`fused_losses.dice_loss`.
+
+    ``dice_c = 1 - (2·Σ p̃·t + smooth) / (Σ p̃ᵏ + Σ tᵏ + smooth)``, p̃ = (1-σ(x))^α·σ(x),
+    sums over every dim but the class dim 1.
+
+    Shapes: input and target ``[N, C]`` or ``[N, C, d1, ...]``; output ``[]``
+    (``mean``/``sum``) or ``[C]`` (``none``).
+
+    Example:
+        >>> import torch
+        >>> from fused_losses import DiceLoss
+        >>> criterion = DiceLoss(alpha=0.1, square_denominator=True)
+        >>> logits = torch.randn(8, 3, 16, 16, requires_grad=True)
+        >>> masks = torch.rand(8, 3, 16, 16) < 0.3
+        >>> criterion(logits, masks).backward()
+    """
+
+    def __init__(self, smooth: float = 1.0, alpha: float = 0.0,
+                 square_denominator: bool = False, reduction: str = "mean",
+                 backend: str = "auto"):
+        super().__init__()
+        self.smooth = smooth
+        self.alpha = alpha
+        self.square_denominator = square_denominator
+        self.reduction = reduction
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.dice_loss(input, target, smooth=self.smooth, alpha=self.alpha,
+                           square_denominator=self.square_denominator,
+                           reduction=self.reduction, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"smooth={self.smooth}, alpha={self.alpha}, "
+                f"square_denominator={self.square_denominator}, "
+                f"reduction={self.reduction!r}, backend={self.backend!r}")

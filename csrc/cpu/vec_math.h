@@ -144,6 +144,22 @@ inline void focal_factor(const SigmoidTerms& s, const Vec& t, const Vec& gamma, 
                      : (gamma * log_q).exp();
 }
 
+// p̃ = (1-p)^α·p (p = σ(x)) and d p̃/dx = p̃·(σ(-x) - α·σ(x)): the dice loss's
+// self-adjusted probability, with no division by 1-p (finite for α < 1 as p → 1).
+struct AdjustedSigmoid {
+  Vec pt, dpt;
+};
+
+inline AdjustedSigmoid adjusted_sigmoid(const Vec& x, const Vec& alpha, bool alpha_zero) {
+  if (alpha_zero) {
+    Sigmoids s = sigmoids(x);
+    return {s.s_p, s.s_p * s.s_n};
+  }
+  SigmoidTerms s = sigmoid_terms(x);
+  Vec pt = (s.log_p + alpha * s.log_n).exp();
+  return {pt, pt * (s.s_n - alpha * s.s_p)};
+}
+
 }  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace fused_losses

@@ -81,6 +81,21 @@ __device__ __forceinline__ void focal_factor(float log_p, float log_n, float s_p
   *f = expf(gamma * log_q);
 }
 
+// The dice loss's p̃ = (1-p)^α·p (p = σ(x)) and d p̃/dx = p̃·(σ(-x) - α·σ(x)):
+// no division by 1-p, so the derivative stays finite for α < 1 as p → 1.
+__device__ __forceinline__ void adjusted_sigmoid(float x, float alpha, bool alpha_zero,
+                                                 float* pt, float* dpt) {
+  float log_p, log_n, s_p, s_n;
+  sigmoid_terms(x, &log_p, &log_n, &s_p, &s_n);
+  if (alpha_zero) {
+    *pt = s_p;
+    *dpt = s_p * s_n;
+    return;
+  }
+  *pt = expf(log_p + alpha * log_n);
+  *dpt = *pt * (s_n - alpha * s_p);
+}
+
 // ---------------------------------------------------------------------------
 // Element loads and stores: maths is fp32 whatever the storage type.
 // ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Pure-PyTorch reference losses: the CPU fallback and the test oracle."""
+from .dice import dice_loss
 from .focal_bce import focal_bce
 from .ghmc import ghmc
 
-__all__ = ["focal_bce", "ghmc"]
+__all__ = ["dice_loss", "focal_bce", "ghmc"]

@@ -72,3 +72,16 @@ def reduce_loss(loss: torch.Tensor, keep, reduction: str) -> torch.Tensor:
     if keep is None:
         return loss.mean()
     return loss.sum() / keep.sum().clamp_min(1).to(loss.dtype)
+
+
+def adjusted_sigmoid(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """p̃ = (1-p)^α·p with p = σ(x), as exp(log σ(x) + α·log σ(-x)).
+
+    Built from log-sigmoids, so the derivative autograd forms,
+    p̃·(σ(-x) - α·σ(x)), stays finite for every finite x and every α ≥ 0
+    (no (1-p)^(α-1) that blows up for α < 1 as p → 1).
+    """
+    log_p, log_n = log_sigmoid_pair(x)
+    if alpha == 0.0:
+        return torch.exp(log_p)
+    return torch.exp(log_p + alpha * log_n)

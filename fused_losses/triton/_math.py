@@ -77,3 +77,18 @@ def row_col(start, C, inv_c, BLOCK: tl.constexpr, SMALL_C: tl.constexpr):
 def load_rc(ptr, row, col, stride_r, stride_c, mask):
     """Load an operand broadcast to [R, C] through (row, column) strides, as fp32."""
     return tl.load(ptr + row * stride_r + col * stride_c, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def adjusted_sigmoid(x, alpha, ALPHA_ZERO: tl.constexpr):
+    """``(p̃, d p̃/dx)`` with p̃ = (1-p)^α·p, p = σ(x).
+
+    d p̃/dx = p(1-p)·[(1-p)^α - α·p·(1-p)^(α-1)] = p̃·(σ(-x) - α·σ(x)): no
+    division by 1-p, so it stays finite for α < 1 as p → 1. (1-p)^α is
+    exp(α·log σ(-x)), finite for every finite x.
+    """
+    log_p, log_n, s_p, s_n = sigmoid_terms(x)
+    if ALPHA_ZERO:
+        return s_p, s_p * s_n
+    pt = tl.exp(log_p + alpha * log_n)
+    return pt, pt * (s_n - alpha * s_p)

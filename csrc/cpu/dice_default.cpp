@@ -1,0 +1,3 @@
+// dice CPU kernels for the DEFAULT capability; setup.py adds this
+// file's ISA flags and CPU_CAPABILITY macros by its name.
+#include "dice_kernel.h"
