@@ -32,8 +32,9 @@ LOSSES = {
         pos_weight=torch.linspace(1.0, 3.0, C)), multilabel),
     "GHMC": (lambda backend: fused_losses.GHMC(bins=10, momentum=0.75, backend=backend),
              multilabel),
+    "DiceLoss": (lambda backend: fused_losses.DiceLoss(alpha=0.3, backend=backend), multilabel),
 }
-HAS_BACKEND = {"FocalBCE", "GHMC"}  # modules with a backend= argument
+HAS_BACKEND = {"FocalBCE", "GHMC", "DiceLoss"}  # modules with a backend= argument
 CPU_FUSED = "cpu" in fused_losses.available_backends("cpu")
 
 
