@@ -1,2 +1,2 @@
 """torch.library wiring: autograd for every fused op, one module per loss."""
-from . import focal_bce, ghmc  # noqa: F401
+from . import asl, focal_bce, ghmc  # noqa: F401

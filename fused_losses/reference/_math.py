@@ -72,3 +72,14 @@ def reduce_loss(loss: torch.Tensor, keep, reduction: str) -> torch.Tensor:
     if keep is None:
         return loss.mean()
     return loss.sum() / keep.sum().clamp_min(1).to(loss.dtype)
+
+
+def masked_log(v: torch.Tensor) -> torch.Tensor:
+    """log v where v > 0, else -inf, with a zero (not NaN) gradient at v <= 0.
+
+    The inner ``where`` keeps autograd from ever forming 1/0 for the
+    unselected lanes (the usual double-``where`` guard).
+    """
+    pos = v > 0
+    ninf = torch.full((), float("-inf"), dtype=v.dtype, device=v.device)
+    return torch.where(pos, torch.log(torch.where(pos, v, torch.ones_like(v))), ninf)
