@@ -76,7 +76,7 @@ def _resolve(options, shape, dev):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("target_dtype", [torch.float32, torch.bool])
-@pytest.mark.parametrize("shape", [(37, 270), (3, 5, 7)])
+@pytest.mark.parametrize("shape", [(9, 270), (3, 5, 7)])
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_parity_options(backend, name, shape, target_dtype, reduction):
     bname, dev = backend
@@ -87,7 +87,7 @@ def test_parity_options(backend, name, shape, target_dtype, reduction):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_repeated_calls_bit_identical(backend, reduction):
     name, dev = backend
-    x, t = make_inputs((129, 1001), torch.bfloat16, torch.bool, device=dev)
+    x, t = make_inputs((37, 301), torch.bfloat16, torch.bool, device=dev)
     run = lambda: forward_backward(lambda z: fused_losses.asymmetric_loss(  # noqa: E731
         z, t, reduction=reduction, backend=name), x)
     (l1, g1), (l2, g2) = run(), run()

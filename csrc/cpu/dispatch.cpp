@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "../asl_args.h"
 #include "../focal_bce_args.h"
 #include "../ghmc_args.h"
 #include "capability.h"
@@ -85,5 +86,7 @@ FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_histogram, ghmc_cpu_histogram)
 FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_weights, ghmc_cpu_weights)
 FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_forward, ghmc_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_backward, ghmc_cpu_backward)
+FUSED_LOSSES_CPU_ENTRY(AslArgs, asl_forward, asl_cpu_forward)
+FUSED_LOSSES_CPU_ENTRY(AslArgs, asl_backward, asl_cpu_backward)
 
 }  // namespace fused_losses
