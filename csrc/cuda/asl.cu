@@ -72,7 +72,7 @@ __device__ __forceinline__ void clamp_log(const Params& p, float* log_v, float* 
 
 // Loss and gradient of one element before the weight: the CUDA twin of asl_terms.
 __device__ __forceinline__ Element asl_terms(const Params& p, float x, float t) {
-  constexpr float kNegInf = -__int_as_float(0x7f800000);
+  const float kNegInf = -__int_as_float(0x7f800000);  // -inf (no constexpr intrinsic)
   float log_p, log_n, s_p, s_n;
   device::sigmoid_terms(x, &log_p, &log_n, &s_p, &s_n);
   float log_pm = log_n, dlog_pm = -s_p, log_d = log_p, dlog_d = s_n;
