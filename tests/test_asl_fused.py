@@ -76,10 +76,10 @@ def _resolve(options, shape, dev):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("target_dtype", [torch.float32, torch.bool])
-@pytest.mark.parametrize("shape", [(9, 270), (3, 5, 7)])
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_parity_options(backend, name, shape, target_dtype, reduction):
+def test_parity_options(backend, name, target_dtype, reduction):
     bname, dev = backend
+    shape = (3, 5, 7)  # larger and odd shapes: test_parity_shapes_dtypes
     x, t = make_inputs(shape, torch.float32, target_dtype, device=dev)
     parity(x, t, bname, reduction=reduction, **_resolve(OPTIONS[name], shape, dev))
 
@@ -96,7 +96,7 @@ def test_repeated_calls_bit_identical(backend, reduction):
 
 @pytest.mark.parametrize("detach", [True, False])
 @pytest.mark.parametrize("clip", [0.0, 0.05])
-@pytest.mark.parametrize("gamma", [(1.0, 4.0), (0.3, 0.6), (0.0, 2.5)])
+@pytest.mark.parametrize("gamma", [(1.0, 4.0), (0.3, 0.6)])
 @pytest.mark.parametrize("dtype,big", [(torch.float32, 1e4), (torch.float16, 6.5e4),
                                        (torch.bfloat16, 1e4)])
 @pytest.mark.parametrize("target_dtype", [torch.float32, torch.bool])
@@ -108,7 +108,7 @@ def test_extreme_logits_finite_and_match(backend, gamma, clip, detach, dtype, bi
     t = torch.tensor([[0, 0, 1, 1, 1, 1, 0, 1, 0, 0, 1, 1.0]]).to(target_dtype)
     x, t = x.to(dev), t.to(dev)
     opts = dict(gamma_pos=gamma[0], gamma_neg=gamma[1], clip=clip, detach_focal_weight=detach)
-    for reduction in REDUCTIONS:
+    for reduction in ("none", "sum"):  # a mean is the sum scaled
         loss, grad = forward_backward(lambda z: fused_losses.asymmetric_loss(
             z, t, reduction=reduction, backend=name, **opts), x)
         assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
