@@ -35,6 +35,15 @@ TORCH_LIBRARY(fused_losses, m) {
   m.def(
       "dice_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor sums, float smooth, "
       "float alpha, bool square_denominator, str reduction) -> Tensor");
+  // Asymmetric loss (csrc/asl_args.h), the (loss, grad, scale) protocol; scale is 1.
+  m.def(
+      "asl_fwd(Tensor input, Tensor target, Tensor? weight, float gamma_pos, float gamma_neg, "
+      "float clip, float eps, bool detach_focal_weight, str reduction, bool compute_grad) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "asl_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, "
+      "float gamma_pos, float gamma_neg, float clip, float eps, bool detach_focal_weight) "
+      "-> Tensor");
   m.def("_cpu_capability() -> str", []() -> std::string {
     return fused_losses::cpu::capability_name(fused_losses::cpu::active_capability());
   });

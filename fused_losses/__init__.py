@@ -5,13 +5,14 @@
 tensor(0.6931)
 """
 from ._backend import BackendUnavailableError, available_backends
-from .functional import binary_cross_entropy_with_logits, focal_bce, ghmc
-from .nn import GHMC, BCEWithLogitsLoss, FocalBCE
+from .functional import asymmetric_loss, binary_cross_entropy_with_logits, focal_bce, ghmc
+from .nn import GHMC, AsymmetricLoss, BCEWithLogitsLoss, FocalBCE
 from . import weights
 from .weights import label_counts, multilabel_sample_weights, pos_weight_from_counts, prior_bias
 
 __version__ = "0.1.0"
 __all__ = [
+    "AsymmetricLoss", "asymmetric_loss",
     "BCEWithLogitsLoss", "BackendUnavailableError", "FocalBCE", "GHMC", "available_backends",
     "binary_cross_entropy_with_logits", "focal_bce", "ghmc",
     "weights", "label_counts", "multilabel_sample_weights", "pos_weight_from_counts", "prior_bias",

@@ -11,6 +11,7 @@ import torch
 
 from . import _validate as v
 from ._backend import BackendUnavailableError, resolve_backend
+from .ops import asl as _asl_ops
 from .ops import focal_bce as _focal_bce_ops
 from .ops import ghmc as _ghmc_ops
 from .ops import dice as _dice_ops
@@ -252,3 +253,74 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0,
             f"{target.requires_grad}; use backend='torch' or 'auto'")
     return _dice_ops.dice_loss(input, target, backend=chosen, smooth=smooth, alpha=alpha,
                                square_denominator=square_denominator, reduction=reduction)
+def asymmetric_loss(input: torch.Tensor, target: torch.Tensor, *, gamma_pos: float = 1.0,
+                    gamma_neg: float = 4.0, clip: float = 0.05, eps: float = 1e-8,
+                    detach_focal_weight: bool = True, weight=None, reduction: str = "sum",
+                    backend: str = "auto"):
+    r"""Asymmetric loss (ASL; Ben-Baruch et al., ICCV 2021) on logits.
+
+    .. math::
+        p = \sigma(x),\quad p_m = \min(1 - p + \mathrm{clip}, 1),\quad
+        p_t = p\,t + p_m(1-t),\quad \gamma = \gamma_+ t + \gamma_-(1-t)
+
+        \ell = -w\,\bigl(t\log\max(p, \epsilon) + (1-t)\log\max(p_m, \epsilon)\bigr)
+                (1-p_t)^{\gamma}
+
+    The defaults are the paper's official ones, including ``reduction="sum"``
+    (its code returns the negated sum).
+
+    Args:
+        input: logits of any shape; float16, bfloat16, float32 (float64: reference only).
+        target: same shape; bool/integer 0/1 labels or soft float labels in [0, 1].
+        gamma_pos, gamma_neg: focusing exponents γ₊, γ₋ ≥ 0 of positives and negatives.
+        clip: probability shift m in [0, 1] of the negatives (0: no shift).
+        eps: clamp of both probabilities before the log, in [0, 1) (0: none).
+        detach_focal_weight: treat (1-p_t)^γ as a constant in the backward, as the
+            paper does, without touching the global grad mode.
+        weight: per-element rescaling, broadcasting to target.
+        reduction: ``"sum"`` (default), ``"mean"`` (over all elements) or ``"none"``.
+        backend: ``"auto" | "triton" | "cuda" | "cpu" | "torch"``.
+
+    Returns:
+        The loss in ``input.dtype``. Maths run in fp32, so fp16 logits give no NaN.
+
+    Example:
+        >>> import torch, fused_losses
+        >>> x = torch.randn(4, 270, requires_grad=True)
+        >>> y = torch.rand(4, 270) < 0.02
+        >>> loss = fused_losses.asymmetric_loss(x, y)
+        >>> loss.backward()
+        >>> x.grad.shape
+        torch.Size([4, 270])
+    """
+    v.check_logits(input)
+    v.check_target(input, target)
+    gamma_pos = v.check_real("gamma_pos", gamma_pos, 0.0, float("inf"))
+    gamma_neg = v.check_real("gamma_neg", gamma_neg, 0.0, float("inf"))
+    clip = v.check_real("clip", clip, 0.0, 1.0)
+    eps = v.check_real("eps", eps, 0.0, 1.0, high_open=True)
+    if not isinstance(detach_focal_weight, bool):
+        raise TypeError(f"detach_focal_weight must be a bool, got "
+                        f"{type(detach_focal_weight).__name__}")
+    v.check_broadcast("weight", weight, target)
+    v.check_reduction(reduction)
+    v.check_devices(input=input, target=target, weight=weight)
+    if target.requires_grad:
+        raise ValueError("asymmetric_loss does not support target.requires_grad")
+    weight_grad = isinstance(weight, torch.Tensor) and weight.requires_grad
+    fused_ok = input.dtype != torch.float64 and not weight_grad
+    chosen = resolve_backend(backend, input.device.type, fused_ok)
+    if chosen != "torch" and not _asl_ops.has_backend(chosen):
+        if backend != "auto":
+            raise BackendUnavailableError(
+                f"backend={backend!r} has no ASL kernels in this build (rebuild fused_losses._C)")
+        chosen = "torch"
+    if chosen != "torch" and not fused_ok:
+        raise ValueError(
+            f"backend={backend!r} needs float16/bfloat16/float32 input and no gradient for "
+            f"weight; got input {input.dtype}, weight.requires_grad={weight_grad}; use "
+            f"backend='torch' or 'auto'")
+    return _asl_ops.asl(input, target, backend=chosen, gamma_pos=gamma_pos,
+                        gamma_neg=gamma_neg, clip=clip, eps=eps,
+                        detach_focal_weight=detach_focal_weight, weight=weight,
+                        reduction=reduction)

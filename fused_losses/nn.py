@@ -171,4 +171,45 @@ class DiceLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"smooth={self.smooth}, alpha={self.alpha}, "
                 f"square_denominator={self.square_denominator}, "
+class AsymmetricLoss(nn.Module):
+    r"""Asymmetric loss (ASL) on logits; see :func:`fused_losses.asymmetric_loss`.
+
+    ``loss = -w·(t·log max(p, eps) + (1-t)·log max(p_m, eps))·(1-p_t)^γ`` with
+    p = σ(x), p_m = min(1 - p + clip, 1), p_t = p·t + p_m·(1-t), γ = γ₊·t + γ₋·(1-t).
+    The defaults are the paper's; ``weight`` is a buffer.
+
+    Shapes: input and target any equal shape; output ``[]`` (``sum``/``mean``)
+    or the input's shape (``none``).
+
+    Example:
+        >>> import torch
+        >>> from fused_losses import AsymmetricLoss
+        >>> criterion = AsymmetricLoss()
+        >>> logits = torch.randn(16, 270, requires_grad=True)
+        >>> criterion(logits, torch.rand(16, 270) < 0.02).backward()
+    """
+
+    def __init__(self, gamma_pos: float = 1.0, gamma_neg: float = 4.0, clip: float = 0.05,
+                 eps: float = 1e-8, detach_focal_weight: bool = True, weight=None,
+                 reduction: str = "sum", backend: str = "auto"):
+        super().__init__()
+        self.gamma_pos = gamma_pos
+        self.gamma_neg = gamma_neg
+        self.clip = clip
+        self.eps = eps
+        self.detach_focal_weight = detach_focal_weight
+        self.reduction = reduction
+        self.backend = backend
+        self.register_buffer("weight", weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.asymmetric_loss(input, target, gamma_pos=self.gamma_pos,
+                                 gamma_neg=self.gamma_neg, clip=self.clip, eps=self.eps,
+                                 detach_focal_weight=self.detach_focal_weight,
+                                 weight=self.weight, reduction=self.reduction,
+                                 backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, clip={self.clip}, "
+                f"eps={self.eps}, detach_focal_weight={self.detach_focal_weight}, "
                 f"reduction={self.reduction!r}, backend={self.backend!r}")

@@ -7,6 +7,8 @@
 #include <string>
 
 #include "../dice_args.h"
+
+#include "../asl_args.h"
 #include "../focal_bce_args.h"
 #include "../ghmc_args.h"
 #include "capability.h"
@@ -88,5 +90,7 @@ FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_forward, ghmc_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_backward, ghmc_cpu_backward)
 FUSED_LOSSES_CPU_ENTRY(DiceArgs, dice_forward, dice_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(DiceArgs, dice_backward, dice_cpu_backward)
+FUSED_LOSSES_CPU_ENTRY(AslArgs, asl_forward, asl_cpu_forward)
+FUSED_LOSSES_CPU_ENTRY(AslArgs, asl_backward, asl_cpu_backward)
 
 }  // namespace fused_losses

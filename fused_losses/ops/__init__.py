@@ -1,3 +1,2 @@
 """torch.library wiring: autograd for every fused op, one module per loss."""
-from . import focal_bce, ghmc  # noqa: F401
-from . import dice  # noqa: F401,E402
+from . import asl, dice, focal_bce, ghmc  # noqa: F401

@@ -85,3 +85,12 @@ def adjusted_sigmoid(x: torch.Tensor, alpha: float) -> torch.Tensor:
     if alpha == 0.0:
         return torch.exp(log_p)
     return torch.exp(log_p + alpha * log_n)
+def masked_log(v: torch.Tensor) -> torch.Tensor:
+    """log v where v > 0, else -inf, with a zero (not NaN) gradient at v <= 0.
+
+    The inner ``where`` keeps autograd from ever forming 1/0 for the
+    unselected lanes (the usual double-``where`` guard).
+    """
+    pos = v > 0
+    ninf = torch.full((), float("-inf"), dtype=v.dtype, device=v.device)
+    return torch.where(pos, torch.log(torch.where(pos, v, torch.ones_like(v))), ninf)

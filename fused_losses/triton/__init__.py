@@ -1,5 +1,4 @@
 """Triton kernels, one module per loss. Importing this needs ``triton``."""
 import triton  # noqa: F401  (fail here, with ImportError, when triton is absent)
 
-from . import focal_bce, ghmc  # noqa: F401  (registers the fused_losses::*_triton_* ops)
-from . import dice  # noqa: F401,E402  (registers the fused_losses::dice_triton_* ops)
+from . import asl, dice, focal_bce, ghmc  # noqa: F401  (registers the fused_losses::*_triton_* ops)

@@ -1,0 +1,3 @@
+// asl CPU kernels for the AVX2 capability; setup.py adds this
+// file's ISA flags and CPU_CAPABILITY macros by its name.
+#include "asl_kernel.h"
