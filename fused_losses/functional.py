@@ -253,6 +253,8 @@ def dice_loss(input: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0,
             f"{target.requires_grad}; use backend='torch' or 'auto'")
     return _dice_ops.dice_loss(input, target, backend=chosen, smooth=smooth, alpha=alpha,
                                square_denominator=square_denominator, reduction=reduction)
+
+
 def asymmetric_loss(input: torch.Tensor, target: torch.Tensor, *, gamma_pos: float = 1.0,
                     gamma_neg: float = 4.0, clip: float = 0.05, eps: float = 1e-8,
                     detach_focal_weight: bool = True, weight=None, reduction: str = "sum",

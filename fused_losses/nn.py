@@ -171,6 +171,9 @@ class DiceLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"smooth={self.smooth}, alpha={self.alpha}, "
                 f"square_denominator={self.square_denominator}, "
+                f"reduction={self.reduction!r}, backend={self.backend!r}")
+
+
 class AsymmetricLoss(nn.Module):
     r"""Asymmetric loss (ASL) on logits; see :func:`fused_losses.asymmetric_loss`.
 

@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action
 
 import fused_losses
-from helpers import TOL, assert_close
+from helpers import assert_close
 
 C = 12
 

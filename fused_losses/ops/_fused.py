@@ -16,14 +16,8 @@ import torch
 def register_fused_autograd(fwd_op: str, bwd_op, n_tensor_options: int):
     """Attach autograd to the op named ``fwd_op``; ``bwd_op(grad_out, input, target, *options)``.
 
-    Returns the callable the loss should use: the op itself under
-    ``torch.compile`` or without grad, and in eager an ``autograd.Function``
-    with the same forward and backward. Both paths run the same op and the same
-    backward; the eager one skips ~50 µs per call of torch.library's generic
-    autograd glue (it re-reads the op schema on every call), which matters for
-    GPU-sized calls that take ~100 µs.
+    Returns the callable the loss should use (see ``attach_autograd``).
     """
-    op = getattr(torch.ops.fused_losses, fwd_op.split("::")[1]).default
 
     def setup_context(ctx, inputs, output):
         input, target = inputs[0], inputs[1]
@@ -52,6 +46,20 @@ def register_fused_autograd(fwd_op: str, bwd_op, n_tensor_options: int):
             grad_input = _scale_saved_grad(grad, grad_loss * scale)
         return (grad_input,) + (None,) * (ctx.n_inputs - 1)
 
+    return attach_autograd(fwd_op, setup_context, backward)
+
+
+def attach_autograd(fwd_op: str, setup_context, backward):
+    """``torch.library.register_autograd`` on the op named ``fwd_op``, and the
+    callable a loss should use to run it.
+
+    The callable is the op itself under ``torch.compile`` or without grad, and
+    in eager an ``autograd.Function`` with the same setup_context and backward.
+    Both paths run the same op and the same backward; the eager one skips ~50 µs
+    per call of torch.library's generic autograd glue (it re-reads the op schema
+    on every call), which matters for GPU-sized calls that take ~100 µs.
+    """
+    op = getattr(torch.ops.fused_losses, fwd_op.split("::")[1]).default
     torch.library.register_autograd(fwd_op, backward, setup_context=setup_context)
 
     class EagerFused(torch.autograd.Function):

@@ -20,14 +20,14 @@ _FWD_OPS = {}
 def _register() -> None:
     ops = torch.ops.fused_losses
     if _backend._TRITON_PROBLEM is None:
-        register_fused_autograd("fused_losses::asl_triton_fwd", ops.asl_triton_bwd, 1)
-        _FWD_OPS["triton"] = ops.asl_triton_fwd
+        _FWD_OPS["triton"] = register_fused_autograd(
+            "fused_losses::asl_triton_fwd", ops.asl_triton_bwd, 1)
     # hasattr: an extension built before ASL existed simply lacks these ops.
     if _backend._EXT_PROBLEM is None and hasattr(ops, "asl_fwd"):
         torch.library.register_fake("fused_losses::asl_fwd", _fwd_fake)
         torch.library.register_fake("fused_losses::asl_bwd", backward_fake)
-        register_fused_autograd("fused_losses::asl_fwd", ops.asl_bwd, 1)
-        _FWD_OPS["cpu"] = _FWD_OPS["cuda"] = ops.asl_fwd
+        _FWD_OPS["cpu"] = _FWD_OPS["cuda"] = register_fused_autograd(
+            "fused_losses::asl_fwd", ops.asl_bwd, 1)
 
 
 def _fwd_fake(input, target, weight, gamma_pos, gamma_neg, clip, eps, detach_focal_weight,

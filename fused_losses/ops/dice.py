@@ -19,12 +19,14 @@ import torch
 
 from .. import _backend, reference
 from .._layout import backward_fake, dice_outputs
+from ._fused import attach_autograd
 
 _FWD_OPS = {}
 
 
-def register_sums_autograd(fwd_op: str, bwd_op) -> None:
-    """Attach autograd to ``fwd_op``: save (input, target, sums), call ``bwd_op``."""
+def register_sums_autograd(fwd_op: str, bwd_op):
+    """Attach autograd to ``fwd_op``: save (input, target, sums), call ``bwd_op``.
+    Returns the caller to use (``_fused.attach_autograd``)."""
 
     def setup_context(ctx, inputs, output):
         input, target, *scalars = inputs
@@ -42,19 +44,19 @@ def register_sums_autograd(fwd_op: str, bwd_op) -> None:
         grad_input = bwd_op(grad_loss, input, target, sums, *ctx.scalars)
         return (grad_input,) + (None,) * (1 + len(ctx.scalars))
 
-    torch.library.register_autograd(fwd_op, backward, setup_context=setup_context)
+    return attach_autograd(fwd_op, setup_context, backward)
 
 
 def _register() -> None:
     ops = torch.ops.fused_losses
     if _backend._TRITON_PROBLEM is None:
-        register_sums_autograd("fused_losses::dice_triton_fwd", ops.dice_triton_bwd)
-        _FWD_OPS["triton"] = ops.dice_triton_fwd
+        _FWD_OPS["triton"] = register_sums_autograd("fused_losses::dice_triton_fwd",
+                                                    ops.dice_triton_bwd)
     if _backend._EXT_PROBLEM is None and hasattr(ops, "dice_fwd"):
         torch.library.register_fake("fused_losses::dice_fwd", _fwd_fake)
         torch.library.register_fake("fused_losses::dice_bwd", backward_fake)
-        register_sums_autograd("fused_losses::dice_fwd", ops.dice_bwd)
-        _FWD_OPS["cpu"] = _FWD_OPS["cuda"] = ops.dice_fwd
+        _FWD_OPS["cpu"] = _FWD_OPS["cuda"] = register_sums_autograd("fused_losses::dice_fwd",
+                                                                    ops.dice_bwd)
 
 
 def _fwd_fake(input, target, smooth, alpha, square_denominator, reduction):
