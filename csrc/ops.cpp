@@ -27,6 +27,14 @@ TORCH_LIBRARY(fused_losses, m) {
   m.def(
       "ghmc_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? label_weight, "
       "Tensor weights, int bins) -> Tensor");
+  // Softmax focal loss over class indices (csrc/softmax_focal_args.h), same protocol.
+  m.def(
+      "softmax_focal_fwd(Tensor input, Tensor target, Tensor? alpha, float gamma, "
+      "int? ignore_index, float label_smoothing, str reduction, bool compute_grad) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "softmax_focal_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? alpha, "
+      "float gamma, int? ignore_index, float label_smoothing) -> Tensor");
   m.def("_cpu_capability() -> str", []() -> std::string {
     return fused_losses::cpu::capability_name(fused_losses::cpu::active_capability());
   });

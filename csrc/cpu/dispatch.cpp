@@ -8,6 +8,7 @@
 
 #include "../focal_bce_args.h"
 #include "../ghmc_args.h"
+#include "../softmax_focal_args.h"
 #include "capability.h"
 
 namespace fused_losses {
@@ -85,5 +86,7 @@ FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_histogram, ghmc_cpu_histogram)
 FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_weights, ghmc_cpu_weights)
 FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_forward, ghmc_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_backward, ghmc_cpu_backward)
+FUSED_LOSSES_CPU_ENTRY(SoftmaxFocalArgs, softmax_focal_forward, softmax_focal_cpu_forward)
+FUSED_LOSSES_CPU_ENTRY(SoftmaxFocalArgs, softmax_focal_backward, softmax_focal_cpu_backward)
 
 }  // namespace fused_losses
