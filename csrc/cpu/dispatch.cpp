@@ -9,6 +9,7 @@
 #include "../focal_bce_args.h"
 #include "../ghmc_args.h"
 #include "../softmax_focal_args.h"
+#include "../dsc_args.h"
 #include "capability.h"
 
 namespace fused_losses {
@@ -88,5 +89,7 @@ FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_forward, ghmc_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_backward, ghmc_cpu_backward)
 FUSED_LOSSES_CPU_ENTRY(SoftmaxFocalArgs, softmax_focal_forward, softmax_focal_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(SoftmaxFocalArgs, softmax_focal_backward, softmax_focal_cpu_backward)
+FUSED_LOSSES_CPU_ENTRY(DscArgs, dsc_forward, dsc_cpu_forward)
+FUSED_LOSSES_CPU_ENTRY(DscArgs, dsc_backward, dsc_cpu_backward)
 
 }  // namespace fused_losses
