@@ -44,6 +44,20 @@ TORCH_LIBRARY(fused_losses, m) {
       "asl_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, "
       "float gamma_pos, float gamma_neg, float clip, float eps, bool detach_focal_weight) "
       "-> Tensor");
+  // Softmax focal loss over class indices (csrc/softmax_focal_args.h), same protocol.
+  m.def(
+      "softmax_focal_fwd(Tensor input, Tensor target, Tensor? alpha, float gamma, "
+      "int? ignore_index, float label_smoothing, str reduction, bool compute_grad) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "softmax_focal_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? alpha, "
+      "float gamma, int? ignore_index, float label_smoothing) -> Tensor");
+  // Per-sample self-adjusting DSC over class indices (csrc/dsc_args.h), same protocol.
+  m.def(
+      "dsc_fwd(Tensor input, Tensor target, float alpha, float smooth, str reduction, "
+      "bool compute_grad) -> (Tensor, Tensor, Tensor)");
+  m.def("dsc_bwd(Tensor grad_output, Tensor input, Tensor target, float alpha, float smooth) "
+        "-> Tensor");
   m.def("_cpu_capability() -> str", []() -> std::string {
     return fused_losses::cpu::capability_name(fused_losses::cpu::active_capability());
   });

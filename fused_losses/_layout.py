@@ -72,3 +72,28 @@ def dice_outputs(input: torch.Tensor, reduction: str):
     cols = input.shape[1]
     loss = input.new_empty(() if reduction != "none" else (cols,))
     return loss, input.new_empty((3, cols), dtype=torch.float32)
+def class_layout(shape) -> tuple[int, int, int]:
+    """(R, C, D) of class-dim logits ``[N, C, d1, ...]`` (or ``[C]``).
+
+    Kernels address row r = (n, s), n = r // D, s = r % D, at offset
+    n·C·D + s with class stride D = d1·d2·…: spatial inputs are read in place,
+    with no copy that moves the class dim last.
+    """
+    if len(shape) == 1:
+        return 1, shape[0], 1
+    spatial = 1
+    for size in shape[2:]:
+        spatial *= size
+    return shape[0] * spatial, shape[1], spatial
+
+
+def row_outputs(input: torch.Tensor, target: torch.Tensor, reduction: str, compute_grad: bool):
+    """Empty ``(loss, grad, scale)`` of a per-row (class-index) fused forward op.
+
+    As :func:`fused_outputs`, except that ``reduction="none"`` gives one loss
+    per row: target's shape.
+    """
+    reduce = reduction != "none"
+    loss = input.new_empty(() if reduce else target.shape)
+    grad = input.new_empty(input.shape if (reduce and compute_grad) else (0,))
+    return loss, grad, input.new_empty((), dtype=torch.float32)

@@ -100,3 +100,47 @@ def check_ignore_index(ignore_index):
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
     return int(ignore_index)
+
+
+def check_class_target(input: torch.Tensor, target) -> torch.Tensor:
+    """Class indices for class-dim logits ``[N, C, d...]`` (or ``[C]``), as
+    ``F.cross_entropy`` takes them: an integer tensor of shape ``[N, d...]`` (``[]``)."""
+    check_tensor("target", target)
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must hold class indices (an integer dtype), got {target.dtype}")
+    if input.dim() < 1 or input.shape[1 if input.dim() > 1 else 0] < 1:
+        raise ValueError(f"input must be [N, C, ...] or [C] logits with C >= 1, got shape "
+                         f"{tuple(input.shape)}")
+    expected = input.shape[:1] + input.shape[2:] if input.dim() > 1 else torch.Size([])
+    if target.shape != expected:
+        raise ValueError(f"target shape {tuple(target.shape)} must be input shape "
+                         f"{tuple(input.shape)} without the class dim 1: {tuple(expected)}")
+    return target
+
+
+def check_class_weight(name: str, value, n_classes: int):
+    """None or a floating ``[C]`` tensor of per-class weights."""
+    if value is None:
+        return None
+    check_tensor(name, value)
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    if value.shape != (n_classes,):
+        raise ValueError(f"{name} must have shape ({n_classes},) (one weight per class), "
+                         f"got {tuple(value.shape)}")
+    return value
+
+
+def check_class_target_values(target: torch.Tensor, n_classes: int, ignore_index=None) -> None:
+    """Opt-in value check: every target is in [0, C) or equals ``ignore_index``.
+
+    It reads the target on the host (a device sync), which is why the losses
+    never call it themselves: there an out-of-range target gives a NaN loss.
+    """
+    bad = (target < 0) | (target >= n_classes)
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if bool(bad.any()):
+        value = target[bad].flatten()[0].item()
+        raise ValueError(f"target holds class index {value}, outside [0, {n_classes})"
+                         + ("" if ignore_index is None else f" and not ignore_index={ignore_index}"))

@@ -15,6 +15,8 @@ from .ops import asl as _asl_ops
 from .ops import focal_bce as _focal_bce_ops
 from .ops import ghmc as _ghmc_ops
 from .ops import dice as _dice_ops
+from .ops import dsc as _dsc_ops
+from .ops import softmax_focal as _softmax_focal_ops
 
 MAX_GHMC_BINS = 64
 
@@ -325,4 +327,127 @@ def asymmetric_loss(input: torch.Tensor, target: torch.Tensor, *, gamma_pos: flo
     return _asl_ops.asl(input, target, backend=chosen, gamma_pos=gamma_pos,
                         gamma_neg=gamma_neg, clip=clip, eps=eps,
                         detach_focal_weight=detach_focal_weight, weight=weight,
+                        reduction=reduction)
+
+
+def _pick_row_backend(backend, input, has_backend, what):
+    """Resolve ``backend`` for a class-index loss; fused kernels take fp16/bf16/fp32."""
+    fused_ok = input.dtype != torch.float64
+    chosen = resolve_backend(backend, input.device.type, fused_ok)
+    if chosen != "torch" and not has_backend(chosen):
+        if backend != "auto":
+            raise BackendUnavailableError(f"backend={backend!r} has no {what} kernels in this build")
+        chosen = "torch"
+    if chosen != "torch" and not fused_ok:
+        raise ValueError(f"backend={backend!r} needs float16/bfloat16/float32 input, got "
+                         f"{input.dtype}; use backend='torch' or 'auto'")
+    return chosen
+
+
+def softmax_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
+                       alpha=None, ignore_index: int = -100, label_smoothing: float = 0.0,
+                       reduction: str = "mean", backend: str = "auto"):
+    r"""Softmax focal loss: multiclass, one class index per row.
+
+    With p = softmax(x) over the class dim, per-class weights α (1 without
+    ``alpha``), C classes and smoothing ε, each row's loss is
+
+    .. math::
+        \ell = (1-p_y)^\gamma\,\Bigl[(1-\varepsilon)\,(-\alpha_y\log p_y)
+              + \tfrac{\varepsilon}{C}\textstyle\sum_c(-\alpha_c\log p_c)\Bigr]
+
+    The bracket is exactly ``F.cross_entropy(weight=alpha, label_smoothing=ε)``'s
+    row loss and the focal factor (1-p_y)^γ multiplies all of it, so γ = 0 is
+    cross-entropy in every mode, and ε = 0 is −α_y(1−p_y)^γ log p_y.
+    ``mean`` divides by Σ α_y over non-ignored rows (their count without
+    ``alpha``), as cross_entropy does (0/0 gives NaN, as there).
+
+    Args:
+        input: logits ``[N, C]``, ``[N, C, d1, ...]`` or ``[C]``; float16,
+            bfloat16, float32 (float64: reference only). Spatial inputs are
+            read in place, with the class stride d1·d2·…, not copied.
+        target: class indices (integer dtype) ``[N]``, ``[N, d1, ...]`` or ``[]``.
+        gamma: focusing exponent γ ≥ 0.
+        alpha: None or a float ``[C]`` tensor of per-class weights.
+        ignore_index: rows with this target give 0 loss and gradient and leave
+            the mean's denominator (None: nothing ignored).
+        label_smoothing: ε in [0, 1].
+        reduction: ``"none"`` (target's shape), ``"mean"`` or ``"sum"``.
+        backend: ``"auto" | "triton" | "cuda" | "cpu" | "torch"``.
+
+    A target outside [0, C) that is not ``ignore_index`` is not checked (that
+    needs a device sync): its row's loss and gradient are NaN, and the kernels
+    never read outside the row. Call ``fused_losses.check_class_targets`` to
+    check values explicitly.
+
+    Example:
+        >>> import torch, fused_losses
+        >>> x = torch.randn(8, 5, requires_grad=True)
+        >>> y = torch.randint(0, 5, (8,))
+        >>> fused_losses.softmax_focal_loss(x, y, gamma=2.0).backward()
+        >>> ce = torch.nn.functional.cross_entropy(x, y)
+        >>> torch.allclose(fused_losses.softmax_focal_loss(x, y, gamma=0.0), ce)
+        True
+    """
+    v.check_logits(input)
+    v.check_class_target(input, target)
+    gamma = v.check_real("gamma", gamma, 0.0, float("inf"))
+    n_classes = input.shape[1] if input.dim() > 1 else input.shape[0]
+    alpha = v.check_class_weight("alpha", alpha, n_classes)
+    ignore_index = v.check_ignore_index(ignore_index)
+    label_smoothing = v.check_real("label_smoothing", label_smoothing, 0.0, 1.0)
+    v.check_reduction(reduction)
+    v.check_devices(input=input, target=target, alpha=alpha)
+    if alpha is not None and alpha.requires_grad:
+        backend_ok = backend in ("auto", "torch")
+        if not backend_ok:
+            raise ValueError(f"backend={backend!r} has no gradient for alpha; use 'torch' or 'auto'")
+        chosen = "torch"
+    else:
+        chosen = _pick_row_backend(backend, input, _softmax_focal_ops.has_backend,
+                                   "softmax focal")
+    return _softmax_focal_ops.softmax_focal(
+        input, target, backend=chosen, gamma=gamma, alpha=alpha, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction)
+
+
+def self_adjusting_dice_loss(input: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0,
+                             smooth: float = 1.0, reduction: str = "mean",
+                             backend: str = "auto"):
+    r"""Per-sample self-adjusting dice loss (Li et al., "Dice Loss for
+    Data-imbalanced NLP Tasks", ACL 2020).
+
+    With p = softmax(x)[y] for each row,
+
+    .. math::
+        \tilde p = (1-p)^\alpha\,p,\qquad
+        \ell = 1 - \frac{2\tilde p + \text{smooth}}{\tilde p + 1 + \text{smooth}}
+
+    Args:
+        input: logits ``[N, C]`` (float16, bfloat16, float32; float64: reference only).
+        target: class indices ``[N]`` (integer dtype). An index outside [0, C)
+            gives a NaN row loss (not checked: that needs a sync).
+        alpha: self-adjusting exponent α ≥ 0.
+        smooth: smoothing term ≥ 0.
+        reduction: ``"none"`` (``[N]``), ``"mean"`` or ``"sum"`` over rows.
+        backend: ``"auto" | "triton" | "cuda" | "cpu" | "torch"``.
+
+    Example:
+        >>> import torch, fused_losses
+        >>> x = torch.randn(8, 5, requires_grad=True)
+        >>> y = torch.randint(0, 5, (8,))
+        >>> fused_losses.self_adjusting_dice_loss(x, y, alpha=1.0).backward()
+        >>> x.grad.shape
+        torch.Size([8, 5])
+    """
+    v.check_logits(input)
+    if input.dim() != 2:
+        raise ValueError(f"input must be [N, C] logits, got shape {tuple(input.shape)}")
+    v.check_class_target(input, target)
+    alpha = v.check_real("alpha", alpha, 0.0, float("inf"))
+    smooth = v.check_real("smooth", smooth, 0.0, float("inf"))
+    v.check_reduction(reduction)
+    v.check_devices(input=input, target=target)
+    chosen = _pick_row_backend(backend, input, _dsc_ops.has_backend, "self-adjusting DSC")
+    return _dsc_ops.dsc(input, target, backend=chosen, alpha=alpha, smooth=smooth,
                         reduction=reduction)

@@ -216,3 +216,74 @@ class AsymmetricLoss(nn.Module):
         return (f"gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, clip={self.clip}, "
                 f"eps={self.eps}, detach_focal_weight={self.detach_focal_weight}, "
                 f"reduction={self.reduction!r}, backend={self.backend!r}")
+
+
+class SoftmaxFocalLoss(nn.Module):
+    r"""Softmax focal loss over class indices; see :func:`fused_losses.softmax_focal_loss`.
+
+    ``loss = (1-p_y)^γ · CE_ε``, CE_ε being ``F.cross_entropy``'s (weighted,
+    smoothed) row loss; ``alpha`` ([C]) is a buffer.
+
+    Shapes: input ``[N, C, d...]``, target ``[N, d...]`` class indices; output
+    ``[]`` or target's shape for ``reduction="none"``.
+
+    Example:
+        >>> import torch
+        >>> from fused_losses import SoftmaxFocalLoss
+        >>> criterion = SoftmaxFocalLoss(gamma=2.0, alpha=torch.rand(10))
+        >>> logits = torch.randn(16, 10, requires_grad=True)
+        >>> criterion(logits, torch.randint(0, 10, (16,))).backward()
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha=None, ignore_index: int = -100,
+                 label_smoothing: float = 0.0, reduction: str = "mean", backend: str = "auto"):
+        super().__init__()
+        self.gamma = gamma
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.reduction = reduction
+        self.backend = backend
+        self.register_buffer("alpha", alpha)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.softmax_focal_loss(input, target, gamma=self.gamma, alpha=self.alpha,
+                                    ignore_index=self.ignore_index,
+                                    label_smoothing=self.label_smoothing,
+                                    reduction=self.reduction, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"gamma={self.gamma}, ignore_index={self.ignore_index}, "
+                f"label_smoothing={self.label_smoothing}, reduction={self.reduction!r}, "
+                f"backend={self.backend!r}")
+
+
+class SelfAdjustingDiceLoss(nn.Module):
+    r"""Per-sample self-adjusting DSC; see :func:`fused_losses.self_adjusting_dice_loss`.
+
+    ``p~ = (1-p)^α·p``, ``loss = 1 - (2p~ + smooth)/(p~ + 1 + smooth)`` with
+    p = softmax(x)[y]. Shapes: input ``[N, C]``, target ``[N]``; output ``[]``
+    or ``[N]``.
+
+    Example:
+        >>> import torch
+        >>> from fused_losses import SelfAdjustingDiceLoss
+        >>> criterion = SelfAdjustingDiceLoss(alpha=1.0, smooth=1.0)
+        >>> logits = torch.randn(16, 10, requires_grad=True)
+        >>> criterion(logits, torch.randint(0, 10, (16,))).backward()
+    """
+
+    def __init__(self, alpha: float = 1.0, smooth: float = 1.0, reduction: str = "mean",
+                 backend: str = "auto"):
+        super().__init__()
+        self.alpha = alpha
+        self.smooth = smooth
+        self.reduction = reduction
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.self_adjusting_dice_loss(input, target, alpha=self.alpha, smooth=self.smooth,
+                                          reduction=self.reduction, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, smooth={self.smooth}, reduction={self.reduction!r}, "
+                f"backend={self.backend!r}")

@@ -118,3 +118,26 @@ def capture_training_step(loss_fn, x):
         loss = loss_fn(x)
         loss.backward()
     return graph, loss
+
+
+def make_class_inputs(shape, logit_dtype=torch.float32, target_dtype=torch.int64, device="cpu",
+                      scale=3.0, seed=0, ignore_index=None, ignore_every=5):
+    """Logits of ``shape`` (class dim 1, or 0 for 1-D) and class-index targets,
+    every ``ignore_every``-th one set to ``ignore_index`` when it is given."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=gen) * scale).to(logit_dtype)
+    n_classes = shape[1] if len(shape) > 1 else shape[0]
+    t_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    t = torch.randint(0, n_classes, t_shape, generator=gen)
+    if ignore_index is not None and t.numel():
+        t.view(-1)[::ignore_every] = ignore_index
+    return x.to(device), t.to(target_dtype).to(device)
+
+
+def parity_fn(fn, x, t, backend, dtype=None, **options):
+    """``fn(backend=...)`` against ``fn(backend="torch")`` on loss and gradient."""
+    got = forward_backward(lambda z: fn(z, t, backend=backend, **options), x)
+    ref = forward_backward(lambda z: fn(z.cpu(), t.cpu(), backend="torch",
+                                        **_cpu(options)), x)
+    assert_close(got[0], ref[0], dtype or x.dtype, "loss")
+    assert_close(got[1], ref[1], dtype or x.dtype, "grad")

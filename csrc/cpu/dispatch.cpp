@@ -11,6 +11,8 @@
 #include "../asl_args.h"
 #include "../focal_bce_args.h"
 #include "../ghmc_args.h"
+#include "../softmax_focal_args.h"
+#include "../dsc_args.h"
 #include "capability.h"
 
 namespace fused_losses {
@@ -92,5 +94,9 @@ FUSED_LOSSES_CPU_ENTRY(DiceArgs, dice_forward, dice_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(DiceArgs, dice_backward, dice_cpu_backward)
 FUSED_LOSSES_CPU_ENTRY(AslArgs, asl_forward, asl_cpu_forward)
 FUSED_LOSSES_CPU_ENTRY(AslArgs, asl_backward, asl_cpu_backward)
+FUSED_LOSSES_CPU_ENTRY(SoftmaxFocalArgs, softmax_focal_forward, softmax_focal_cpu_forward)
+FUSED_LOSSES_CPU_ENTRY(SoftmaxFocalArgs, softmax_focal_backward, softmax_focal_cpu_backward)
+FUSED_LOSSES_CPU_ENTRY(DscArgs, dsc_forward, dsc_cpu_forward)
+FUSED_LOSSES_CPU_ENTRY(DscArgs, dsc_backward, dsc_cpu_backward)
 
 }  // namespace fused_losses

@@ -1,2 +1,2 @@
 """torch.library wiring: autograd for every fused op, one module per loss."""
-from . import asl, dice, focal_bce, ghmc  # noqa: F401
+from . import asl, dice, dsc, focal_bce, ghmc, softmax_focal  # noqa: F401

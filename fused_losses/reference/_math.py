@@ -94,3 +94,34 @@ def masked_log(v: torch.Tensor) -> torch.Tensor:
     pos = v > 0
     ninf = torch.full((), float("-inf"), dtype=v.dtype, device=v.device)
     return torch.where(pos, torch.log(torch.where(pos, v, torch.ones_like(v))), ninf)
+def class_rows(input: torch.Tensor, target: torch.Tensor):
+    """``[N, C, d...]`` logits and ``[N, d...]`` class indices as ``[R, C]`` and ``[R]``.
+
+    ``[C]`` with a 0-d target is one row, as in ``F.cross_entropy``.
+    """
+    if input.dim() == 1:
+        return input.reshape(1, -1), target.reshape(1)
+    return input.movedim(1, -1).reshape(-1, input.shape[1]), target.reshape(-1)
+
+
+def softmax_target_terms(x: torch.Tensor, y: torch.Tensor):
+    """``(log p, log p_y, log(1 - p_y))`` of p = softmax(x) over the last dim.
+
+    ``y`` holds in-range class indices. log(1 - p_y) is the log-sum-exp of the
+    other classes' log-probabilities, not log1p(-p_y): it keeps its digits when
+    p_y rounds to 1, and every gradient through it stays finite.
+    """
+    logp = torch.log_softmax(x, dim=-1)
+    log_py = logp.gather(-1, y[:, None])[:, 0]
+    if x.shape[-1] == 1:  # no other class: 1 - p_y = 0
+        return logp, log_py, torch.full_like(log_py, float("-inf"))
+    onehot = torch.zeros_like(logp, dtype=torch.bool).scatter_(-1, y[:, None], True)
+    log_q = torch.logsumexp(logp.masked_fill(onehot, float("-inf")), dim=-1)
+    return logp, log_py, log_q
+
+
+def pow_from_log(log_q: torch.Tensor, exponent: float) -> torch.Tensor:
+    """q^a from log q, with q^0 = 1 even at q = 0 (where exp(0·-inf) is NaN)."""
+    if exponent == 0.0:
+        return torch.ones_like(log_q)
+    return torch.exp(exponent * log_q)

@@ -1,0 +1,3 @@
+// dsc CPU kernels for the avx512 capability; setup.py adds this
+// file's ISA flags and CPU_CAPABILITY macros by its name.
+#include "dsc_kernel.h"

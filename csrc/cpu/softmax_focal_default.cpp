@@ -1,0 +1,3 @@
+// softmax_focal CPU kernels for the default capability; setup.py adds this
+// file's ISA flags and CPU_CAPABILITY macros by its name.
+#include "softmax_focal_kernel.h"
