@@ -294,6 +294,10 @@ def main(argv=None) -> int:
     print(f"roofline: {roof_gbs:.1f} GB/s ({roof_src}) | timing: {timing}")
     print("vs <baseline>: baseline ms / this row's ms (> 1: this row is faster)")
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / f"{slug(name)}.csv", out / f"{slug(name)}.png"
+    roof_note = f"roofline {roof_gbs:.1f} GB/s ({roof_src})"
     all_rows = []
     work = [(module, case) for module in (importlib.import_module(f"bench.bench_{loss}")
                                           for loss in args.loss or losses)
@@ -305,14 +309,10 @@ def main(argv=None) -> int:
         rows, io_bytes = run_case(case, module, device, args.reps, roof_gbs, common)
         print_case(case, rows, io_bytes)
         sys.stdout.flush()
+        # Appended case by case, so a run cut short keeps what it measured.
+        write_csv(csv_path, [dict(r, note="; ".join(filter(None, (r["note"], roof_note))))
+                             for r in rows])
         all_rows.extend(rows)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path = out / f"{slug(name)}.csv", out / f"{slug(name)}.png"
-    roof_note = f"roofline {roof_gbs:.1f} GB/s ({roof_src})"
-    write_csv(csv_path, [dict(r, note="; ".join(filter(None, (r["note"], roof_note))))
-                         for r in all_rows])
     print(f"\nappended {len(all_rows)} rows to {csv_path}")
     if not all_rows:
         print("chart skipped: no rows")
