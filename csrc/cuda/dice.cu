@@ -233,7 +233,9 @@ int64_t dice_cuda_num_partials(int64_t rows) {
 
 void dice_cuda_forward(const DiceArgs& a, void* stream) {
   const Params p = make_params(a);
-  require(a.sums != nullptr && a.out != nullptr, "sums and out must be set");
+  // With no classes, sums [3, 0] and an unreduced out [0] own no memory.
+  require(a.cols == 0 || (a.sums != nullptr && a.out != nullptr), "sums and out must be set");
+  require(!a.reduce || a.out != nullptr, "out must be set for a reduction");
   require(p.n_row_blocks == 0 || a.cols == 0 || a.partials != nullptr, "partials must be set");
   require(!a.reduce || a.cols == 0 || a.dice != nullptr, "dice scratch must be set");
   const auto s = static_cast<cudaStream_t>(stream);

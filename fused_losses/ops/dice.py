@@ -77,6 +77,10 @@ def dice_loss(input, target, *, backend: str, smooth: float, alpha: float,
     if backend == "torch":
         return reference.dice_loss(input, target, smooth=smooth, alpha=alpha,
                                    square_denominator=square_denominator, reduction=reduction)
-    loss, _ = _FWD_OPS[backend](input, target, smooth, alpha, square_denominator, reduction)
+    # Contiguous here, outside the op: a strided (e.g. transposed [N, C, S]) input
+    # copied inside the Triton op made inductor's scheduler fail (KeyError in
+    # compute_ancestors, H100 run of test_dice_cuda's spatial compile test).
+    loss, _ = _FWD_OPS[backend](input.contiguous(), target.contiguous(), smooth, alpha,
+                                square_denominator, reduction)
     return loss
 
