@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import os
 import importlib
 import pkgutil
 import platform
@@ -79,6 +80,9 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str:
+    """$BENCH_COMMIT when set (a copied tree's .git may be stale), else git's HEAD."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
