@@ -10,6 +10,7 @@ A loss module exposes:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -51,9 +52,16 @@ class Candidate:
     fn: Callable[[dict], None]
 
 
+# On a CPU, shapes above this many elements are left out: their eager baselines
+# take seconds per call, and `make bench` must finish in minutes on 2 cores.
+CPU_MAX_NUMEL = 1 << 25
+
+
 def grid(loss: str, shapes, dtypes, device, make_inputs) -> list:
     """One Case per (shape, dtype); ``make_inputs(shape, dtype, device)`` runs lazily."""
     device = torch.device(device)
+    if device.type == "cpu":
+        shapes = [s for s in shapes if math.prod(s) <= CPU_MAX_NUMEL]
     return [Case(loss, shape, dtype, device,
                  lambda s=shape, d=dtype: make_inputs(s, d, device))
             for shape in shapes for dtype in dtypes]

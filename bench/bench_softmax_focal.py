@@ -25,7 +25,8 @@ from fused_losses._backend import resolve_backend
 from ._case import Candidate, Case, grid
 
 LOSS = "softmax_focal"
-SHAPES = ((65536, 270), (8192, 32000))
+# (1024, 32000): the large-vocabulary case that fits a CPU run (see _case.CPU_MAX_NUMEL).
+SHAPES = ((65536, 270), (8192, 32000), (1024, 32000))
 QUICK_SHAPES = ((2048, 270), (256, 32000))
 DTYPES = (torch.float32, torch.bfloat16)
 GAMMA, REDUCTION, IGNORE_RATE = 2.0, "mean", 0.01
