@@ -61,7 +61,8 @@ def mmdet_ghmc(pred, target, acc_sum, bins: int = BINS, momentum: float = MOMENT
         num_in_bin = inds.sum().item()
         if num_in_bin > 0:
             acc_sum[i] = momentum * acc_sum[i] + (1 - momentum) * num_in_bin
-            weights[inds] = tot / acc_sum[i]
+            # Cast: mmdet's code assumes fp32 logits and fails on bf16 here.
+            weights[inds] = (tot / acc_sum[i]).to(weights.dtype)
             n += 1
     if n > 0:
         weights = weights / n
