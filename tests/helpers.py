@@ -76,9 +76,23 @@ def _cpu(options):
     return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in options.items()}
 
 
+def assert_compiled_step_matches_eager(model, forward, *inputs):
+    """``torch.compile(forward, fullgraph=True)`` gives eager's scalar loss and
+    ``model.weight`` gradient (the backward runs through AOTAutograd)."""
+    def step(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn(*inputs)
+        loss.backward()
+        return loss.detach(), model.weight.grad.clone()
+
+    eager = step(forward)
+    compiled = step(torch.compile(forward, fullgraph=True))
+    assert_close(compiled[0], eager[0], what="loss")
+    assert_close(compiled[1], eager[1], what="weight grad")
+
+
 def check_compiled_training_step(backend, device, reduction):
-    """torch.compile(fullgraph=True) of a model+FocalBCE forward equals eager,
-    for the loss and the model's weight gradient (backward via AOTAutograd)."""
+    """A compiled model+FocalBCE training step equals eager (see above)."""
     torch.manual_seed(0)
     model = torch.nn.Linear(16, 270).to(device)
     crit = fused_losses.FocalBCE(alpha=0.25, pos_weight=torch.full((270,), 2.0, device=device),
@@ -90,16 +104,7 @@ def check_compiled_training_step(backend, device, reduction):
         loss = crit(model(h), y)
         return loss if reduction == "mean" else loss.mean()
 
-    def step(fn):
-        model.zero_grad(set_to_none=True)
-        loss = fn(h, y)
-        loss.backward()
-        return loss.detach(), model.weight.grad.clone()
-
-    eager = step(forward)
-    compiled = step(torch.compile(forward, fullgraph=True))
-    assert_close(compiled[0], eager[0], what="loss")
-    assert_close(compiled[1], eager[1], what="weight grad")
+    assert_compiled_step_matches_eager(model, forward, h, y)
 
 
 def capture_training_step(loss_fn, x):

@@ -6,7 +6,7 @@ import torch
 import fused_losses
 from fused_losses import AsymmetricLoss
 from fused_losses.ops import asl as asl_ops
-from helpers import assert_close, forward_backward, make_inputs
+from helpers import assert_compiled_step_matches_eager, assert_close, forward_backward, make_inputs
 
 X, T = make_inputs((4, 6), target_dtype=torch.bool)
 HAS_CPU = "cpu" in fused_losses.available_backends("cpu") and asl_ops.has_backend("cpu")
@@ -115,15 +115,7 @@ def test_cpu_compile_fullgraph_training_step(reduction):
         loss = crit(model(h), y)
         return loss.mean() if reduction == "none" else loss
 
-    def step(fn):
-        model.zero_grad(set_to_none=True)
-        loss = fn(h, y)
-        loss.backward()
-        return loss.detach(), model.weight.grad.clone()
-
-    eager, compiled = step(forward), step(torch.compile(forward, fullgraph=True))
-    assert_close(compiled[0], eager[0], what="loss")
-    assert_close(compiled[1], eager[1], what="weight grad")
+    assert_compiled_step_matches_eager(model, forward, h, y)
 
 
 @needs_cpu

@@ -6,7 +6,8 @@ import torch
 
 import fused_losses
 from fused_losses.ops import asl as asl_ops
-from helpers import assert_close, capture_training_step, forward_backward, make_inputs
+from helpers import (assert_compiled_step_matches_eager, assert_close, capture_training_step,
+                     forward_backward, make_inputs)
 
 pytestmark = pytest.mark.cuda
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(
@@ -30,16 +31,7 @@ def test_compile_fullgraph_training_step(backend, reduction, detach):
         loss = crit(model(h), y)
         return loss.mean() if reduction == "none" else loss
 
-    def step(fn):
-        model.zero_grad(set_to_none=True)
-        loss = fn(h, y)
-        loss.backward()
-        return loss.detach(), model.weight.grad.clone()
-
-    eager = step(forward)
-    compiled = step(torch.compile(forward, fullgraph=True))
-    assert_close(compiled[0], eager[0], what="loss")
-    assert_close(compiled[1], eager[1], what="weight grad")
+    assert_compiled_step_matches_eager(model, forward, h, y)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

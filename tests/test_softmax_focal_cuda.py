@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import fused_losses
-from helpers import assert_close, capture_training_step, forward_backward, make_class_inputs
+from helpers import (assert_compiled_step_matches_eager, assert_close, capture_training_step,
+                     forward_backward, make_class_inputs)
 
 pytestmark = pytest.mark.cuda
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(
@@ -43,16 +44,7 @@ def test_compile_fullgraph_training_step(backend, reduction):
         loss = crit(model(h), y)
         return loss if reduction == "mean" else loss.mean()
 
-    def step(f):
-        model.zero_grad(set_to_none=True)
-        loss = f(h, y)
-        loss.backward()
-        return loss.detach(), model.weight.grad.clone()
-
-    eager = step(forward)
-    compiled = step(torch.compile(forward, fullgraph=True))
-    assert_close(compiled[0], eager[0], what="loss")
-    assert_close(compiled[1], eager[1], what="weight grad")
+    assert_compiled_step_matches_eager(model, forward, h, y)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
