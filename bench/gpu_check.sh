@@ -4,6 +4,8 @@
 # suite, then the GPU benchmarks. Logs and results go to bench/results/ and,
 # when $OUT is set (the device tool's return folder), are copied there too.
 # Each stage has a time limit so one slow stage cannot eat the others' output.
+# When the tree was copied to the GPU box with a stale .git, pass the commit:
+# BENCH_COMMIT=<hash> make gpu-check.
 set -u
 RESULTS=bench/results
 mkdir -p "$RESULTS"

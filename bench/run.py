@@ -12,10 +12,9 @@ candidate implementation it measures one forward+backward call:
   roofline: a spec-sheet table for known GPUs, otherwise a measured copy
   (clone) bandwidth, which the header says.
 - peak extra memory: on CUDA ``max_memory_allocated`` during the call minus
-  what was allocated before it; on Linux CPUs the resident-set high-water mark
-  (VmHWM, reset through /proc/self/clear_refs) minus the resident size before;
-  with the inputs alive and ``grad`` None, in MiB and as a multiple of the
-  gradient's size.
+  what was allocated before it; on CPU the peak of the profiler's allocation
+  timeline (``bench/_memory.py``); with the inputs alive and ``grad`` None, in
+  MiB and as a multiple of the gradient's size.
 - speed-up of each candidate against each baseline (baseline ms / its ms),
   from times of this run only, because absolute times on shared machines are noise.
 
@@ -44,6 +43,7 @@ import fused_losses
 from fused_losses._backend import resolve_backend
 
 from . import plot
+from ._memory import cpu_peak_extra_bytes
 from ._report import print_case, write_csv
 
 # "anchor" is the formula people use today, named by each row's backend column
@@ -185,33 +185,12 @@ def time_candidates(cands: list, inputs: dict, device: torch.device, reps: int,
     return out
 
 
-def _rss_peak_and_now() -> tuple:
-    with open("/proc/self/status") as status:
-        fields = dict(line.split(":", 1) for line in status if line.startswith("Vm"))
-    return tuple(int(fields[k].split()[0]) * 1024 for k in ("VmHWM", "VmRSS"))
-
-
-def cpu_peak_extra_bytes(fn, inputs: dict):
-    """Linux: resident-memory high-water mark of one call above the resident size
-    before it. Writing 5 to clear_refs resets the mark; large tensors are mmapped
-    and unmapped on free, so the mark sees every temporary."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-        _, before = _rss_peak_and_now()
-    except OSError:
-        return None
-    fn(inputs)
-    peak, _ = _rss_peak_and_now()
-    return max(peak - before, 0)
-
-
 def peak_extra_bytes(fn, inputs: dict, device: torch.device):
     """Bytes allocated at the peak of one call beyond what was live before it."""
     inputs["input"].grad = None
     gc.collect()
     if device.type == "cpu":
-        return cpu_peak_extra_bytes(fn, inputs)
+        return cpu_peak_extra_bytes(lambda: fn(inputs))
     if device.type != "cuda":
         return None
     sync(device)

@@ -10,10 +10,9 @@ import pickle
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
-from torch.profiler._memory_profiler import Action
 
 import fused_losses
+from bench._memory import cpu_peak_extra_bytes
 from helpers import assert_close
 
 C = 12
@@ -99,23 +98,6 @@ def test_cpu_autocast_bf16(name, backend):
     assert_close(loss.detach().float(), expected, torch.bfloat16, what="loss")
 
 
-def peak_extra_bytes(fn) -> int:
-    """Highest total of CPU tensor bytes allocated and not yet freed during
-    ``fn()``, from the profiler's allocation timeline (every allocation and free
-    of the c10 CPU allocator, so a temporary cannot hide)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
-        fn()
-    live = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            live += size
-        elif action == Action.DESTROY:
-            live -= size
-        peak = max(peak, live)
-    return peak
-
-
 @pytest.mark.skipif(not CPU_FUSED, reason="C++ extension not built")
 @pytest.mark.parametrize("name", sorted(HAS_BACKEND))
 def test_fused_cpu_peak_is_one_gradient(name):
@@ -135,6 +117,6 @@ def test_fused_cpu_peak_is_one_gradient(name):
 
         step()  # warm-up
         x.grad = None
-        peaks[backend] = peak_extra_bytes(step) / grad_bytes
+        peaks[backend] = cpu_peak_extra_bytes(step) / grad_bytes
     assert peaks["cpu"] <= 1.01, peaks
     assert peaks["torch"] >= 2.0, peaks  # the accounting does see temporaries
