@@ -137,9 +137,13 @@ def _compile_in_parallel(compiler):
         # Workers are forked after this is set, so they inherit it and nothing is pickled.
         _PENDING[:] = [(compiler._compile, (obj, *build[obj], cc_args, extra_postargs, pp_opts))
                        for obj in todo]
-        with ProcessPoolExecutor(min(jobs, len(todo)),
-                                 mp_context=multiprocessing.get_context("fork")) as pool:
-            list(pool.map(_run_pending, range(len(todo))))
+        try:
+            with ProcessPoolExecutor(min(jobs, len(todo)),
+                                     mp_context=multiprocessing.get_context("fork")) as pool:
+                list(pool.map(_run_pending, range(len(todo))))
+        except Exception:  # noqa: BLE001 - e.g. pip runs setup.py as an unpicklable __main__
+            for obj in todo:  # serial: the same compiles, and a real error is raised here
+                compiler._compile(obj, *build[obj], cc_args, extra_postargs, pp_opts)
         return objects
 
     compile_all._fused_losses = True
