@@ -42,7 +42,7 @@ def as_rows(operand: torch.Tensor | None, shape, rows: int, cols: int):
     return view, stride_r, stride_c
 
 
-def flat_target(target: torch.Tensor) -> torch.Tensor:
+def contiguous_target(target: torch.Tensor) -> torch.Tensor:
     """Contiguous target, bool kept as bool: Triton loads ``*i1`` as bytes, and a
     bool -> uint8 dtype view inside a traced op does not lower in inductor."""
     return target.contiguous()
