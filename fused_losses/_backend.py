@@ -78,6 +78,7 @@ def backend_problem(backend: str, device_type: str) -> str | None:
 def available_backends(device="cpu") -> list[str]:
     """The concrete backends usable here for tensors on ``device``.
 
+    >>> from fused_losses import available_backends
     >>> "torch" in available_backends("cpu")
     True
     """
