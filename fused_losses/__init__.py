@@ -7,18 +7,13 @@ tensor(0.6931)
 from . import weights
 from ._backend import BackendUnavailableError, available_backends
 from ._validate import check_class_target_values as check_class_targets
-from .functional import (asymmetric_loss, binary_cross_entropy_with_logits, dice_loss,
-                         focal_bce, ghmc, self_adjusting_dice_loss, softmax_focal_loss)
-from .nn import (GHMC, AsymmetricLoss, BCEWithLogitsLoss, DiceLoss, FocalBCE,
-                 SelfAdjustingDiceLoss, SoftmaxFocalLoss)
+from .functional import *  # noqa: F401,F403 - one function per spec (functional.__all__)
+from .nn import *  # noqa: F401,F403 - one module per spec (nn.__all__)
+from . import functional as _functional, nn as _nn
 from .weights import label_counts, multilabel_sample_weights, pos_weight_from_counts, prior_bias
 
 __version__ = "0.1.0"
-__all__ = [
-    # losses: functional and module forms
-    "focal_bce", "FocalBCE", "binary_cross_entropy_with_logits", "BCEWithLogitsLoss",
-    "ghmc", "GHMC", "asymmetric_loss", "AsymmetricLoss", "dice_loss", "DiceLoss",
-    "softmax_focal_loss", "SoftmaxFocalLoss", "self_adjusting_dice_loss", "SelfAdjustingDiceLoss",
+__all__ = _functional.__all__ + _nn.__all__ + [
     # backends and input checks
     "available_backends", "BackendUnavailableError", "check_class_targets",
     # the imbalance toolkit

@@ -10,6 +10,7 @@ written down once, in ``fused_losses/spec/<stem>.py``.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import numbers
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from . import _validate as v
-from . import ops, reference
+from . import ops
 from ._backend import BACKENDS, BackendUnavailableError, resolve_backend
 
 _KINDS = {"broadcast", "class_weight", "state"}
@@ -125,9 +126,20 @@ def call(spec, input, target, values: dict, reduction: str, backend: str):
     values = check_call(spec, input, target, values, reduction, backend)
     chosen = resolve(spec, backend, input, target, values)
     if chosen == "torch":
-        fn = getattr(reference, spec.reference)
-        return fn(input, target, **values, reduction=reduction)
+        return _reference(spec)(input, target, **values, reduction=reduction)
     return ops.run(spec, chosen, input, target, values, reduction)
+
+
+_REFERENCES = {}
+
+
+def _reference(spec):
+    """``spec``'s pure-PyTorch function, from ``fused_losses/reference/<stem>.py``."""
+    fn = _REFERENCES.get(spec.stem)
+    if fn is None:
+        module = importlib.import_module(f"fused_losses.reference.{spec.stem}")
+        fn = _REFERENCES[spec.stem] = getattr(module, spec.reference)
+    return fn
 
 
 # -- generated signatures and docs -----------------------------------------

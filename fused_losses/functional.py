@@ -10,16 +10,12 @@ from __future__ import annotations
 import torch
 
 from ._api import make_functional
-from .spec import asl, dice, dsc, focal_bce as _focal_bce, ghmc as _ghmc, softmax_focal
+from .spec import SPECS
+from .spec.ghmc import MAX_BINS as MAX_GHMC_BINS  # noqa: F401
 
-MAX_GHMC_BINS = _ghmc.MAX_BINS
-
-focal_bce = make_functional(_focal_bce.SPEC)
-ghmc = make_functional(_ghmc.SPEC)
-asymmetric_loss = make_functional(asl.SPEC)
-dice_loss = make_functional(dice.SPEC)
-softmax_focal_loss = make_functional(softmax_focal.SPEC)
-self_adjusting_dice_loss = make_functional(dsc.SPEC)
+# focal_bce, ghmc, asymmetric_loss, dice_loss, softmax_focal_loss,
+# self_adjusting_dice_loss: one per spec, named by its ``function``.
+globals().update({spec.function: make_functional(spec) for spec in SPECS})
 
 
 def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
@@ -37,9 +33,8 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
         >>> torch.allclose(fused_losses.binary_cross_entropy_with_logits(x, y), ref)
         True
     """
-    return focal_bce(input, target, gamma=0.0, pos_weight=pos_weight, weight=weight,
+    return focal_bce(input, target, gamma=0.0,  # noqa: F821 (generated above) pos_weight=pos_weight, weight=weight,
                      reduction=reduction)
 
 
-__all__ = ["focal_bce", "binary_cross_entropy_with_logits", "ghmc", "asymmetric_loss",
-           "dice_loss", "softmax_focal_loss", "self_adjusting_dice_loss"]
+__all__ = [spec.function for spec in SPECS] + ["binary_cross_entropy_with_logits"]

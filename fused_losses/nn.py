@@ -12,13 +12,7 @@ import torch
 from . import functional as F
 from ._api import SpecLoss, make_module
 from ._validate import check_reduction
-from .spec import asl, dice, dsc, focal_bce, ghmc, softmax_focal
-
-FocalBCE = make_module(focal_bce.SPEC, F.focal_bce, namespace=globals())
-AsymmetricLoss = make_module(asl.SPEC, F.asymmetric_loss, namespace=globals())
-DiceLoss = make_module(dice.SPEC, F.dice_loss, namespace=globals())
-SoftmaxFocalLoss = make_module(softmax_focal.SPEC, F.softmax_focal_loss, namespace=globals())
-SelfAdjustingDiceLoss = make_module(dsc.SPEC, F.self_adjusting_dice_loss, namespace=globals())
+from .spec import SPECS, ghmc
 
 
 class _GhmcBase(SpecLoss):
@@ -55,7 +49,12 @@ class _GhmcBase(SpecLoss):
                       process_group=self._process_group())
 
 
-GHMC = make_module(ghmc.SPEC, F.ghmc, base=_GhmcBase, namespace=globals())
+# FocalBCE, GHMC, AsymmetricLoss, DiceLoss, SoftmaxFocalLoss, SelfAdjustingDiceLoss:
+# one per spec, named by its ``module``; a loss with state brings its own base.
+_BASES = {ghmc.SPEC.stem: _GhmcBase}
+for _spec in SPECS:
+    make_module(_spec, getattr(F, _spec.function), base=_BASES.get(_spec.stem, SpecLoss),
+                namespace=globals())
 
 
 class BCEWithLogitsLoss(torch.nn.Module):
@@ -81,5 +80,4 @@ class BCEWithLogitsLoss(torch.nn.Module):
             pos_weight=self.pos_weight)
 
 
-__all__ = ["FocalBCE", "BCEWithLogitsLoss", "GHMC", "AsymmetricLoss", "DiceLoss",
-           "SoftmaxFocalLoss", "SelfAdjustingDiceLoss"]
+__all__ = [spec.module for spec in SPECS] + ["BCEWithLogitsLoss"]

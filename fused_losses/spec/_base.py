@@ -19,7 +19,7 @@ without importing torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
@@ -114,8 +114,6 @@ class LossSpec:
     default_reduction: str = "mean"
     target_grad: str = "error"
     check: Optional[Callable] = None
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
 
     # -- what the layers read -------------------------------------------------
     @property
