@@ -20,6 +20,7 @@ from torch import nn
 from . import _validate as v
 from . import ops
 from ._backend import BACKENDS, BackendUnavailableError, resolve_backend
+from .spec import SPECS
 
 _KINDS = {"broadcast", "class_weight", "state"}
 
@@ -130,16 +131,14 @@ def call(spec, input, target, values: dict, reduction: str, backend: str):
     return ops.run(spec, chosen, input, target, values, reduction)
 
 
-_REFERENCES = {}
+# Each spec's pure-PyTorch function, from fused_losses/reference/<stem>.py; looked
+# up at import so that a torch.compile trace only reads a dict.
+_REFERENCES = {spec.stem: getattr(importlib.import_module(f"fused_losses.reference.{spec.stem}"),
+                                  spec.reference) for spec in SPECS}
 
 
 def _reference(spec):
-    """``spec``'s pure-PyTorch function, from ``fused_losses/reference/<stem>.py``."""
-    fn = _REFERENCES.get(spec.stem)
-    if fn is None:
-        module = importlib.import_module(f"fused_losses.reference.{spec.stem}")
-        fn = _REFERENCES[spec.stem] = getattr(module, spec.reference)
-    return fn
+    return _REFERENCES[spec.stem]
 
 
 # -- generated signatures and docs -----------------------------------------
