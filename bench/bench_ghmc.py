@@ -1,16 +1,14 @@
 """GHM-C benchmark cases: mmdet's per-bin loop against the fused passes.
 
-Each case is logits ``[N, 270]`` (float32 or bfloat16), float 0/1 targets
-(~2% positive), bins=10, momentum=0.75 with an ``acc_sum`` state, ``mean``.
-Every candidate runs forward and ``loss.backward()``:
-
-- ``fused-<backend>``: ``fused_losses.ghmc(backend=...)`` per native fused backend;
-- ``eager``: ``fused_losses.ghmc(backend="torch")``, the vectorised reference;
-- ``compile``: ``torch.compile`` of ``fused_losses.reference.ghmc``;
-- ``anchor`` (backend ``mmdet``): mmdet's ``GHMC`` algorithm, a Python loop
-  over bins with a host sync per bin, written out here;
-- ``focal_bce-<backend>``: fused ``focal_bce`` on the same data, the cost of
-  a plain one-pass loss (the issue's ceiling is 1.5x it on GPU, 2x on CPU).
+Each case is logits ``[N, 270]`` (float32 or bfloat16; ``2 * randn``), float
+0/1 targets (~2% positive), bins=10, momentum=0.75 with an ``acc_sum`` state,
+``mean``. The candidates are ``_case.LossBench``'s, with ``fused_losses.ghmc``
+and ``reference.ghmc`` (but no ``fused`` row with what auto gives where no
+fused backend is native); the ``anchor`` (backend ``mmdet``) is mmdet's
+``GHMC`` algorithm, a Python loop over bins with a host sync per bin, written
+out here. After them, ``focal_bce-<backend>``: fused ``focal_bce`` on the same
+data, the cost of a plain one-pass loss (the issue's ceiling is 1.5x it on GPU,
+2x on CPU).
 """
 from __future__ import annotations
 
@@ -22,34 +20,15 @@ import torch.nn.functional as F
 import fused_losses
 from fused_losses import reference
 
-from ._case import Candidate, Case, grid
-from .bench_focal_bce import fused_backends
+from ._case import Candidate, Case, LossBench, multilabel_inputs
 
-LOSS = "ghmc"
-NUM_CLASSES = 270
-SHAPES = ((65536, NUM_CLASSES), (262144, NUM_CLASSES))
-QUICK_SHAPES = ((4096, NUM_CLASSES),)
-DTYPES = (torch.float32, torch.bfloat16)
 BINS, MOMENTUM = 10, 0.75
-
-_compiled_reference = None
-
-
-def _make_inputs(shape, dtype, device) -> dict:
-    gen = torch.Generator(device=device).manual_seed(0)
-    logits = (2 * torch.randn(shape, generator=gen, device=device)).to(dtype)
-    target = (torch.rand(shape, generator=gen, device=device) < 0.02).float()
-    return {"input": logits.requires_grad_(), "target": target,
-            "acc_sum": torch.zeros(BINS, device=device)}
-
-
-def cases(device, quick: bool = False) -> list:
-    return grid(LOSS, QUICK_SHAPES if quick else SHAPES, DTYPES, device, _make_inputs)
 
 
 def mmdet_ghmc(pred, target, acc_sum, bins: int = BINS, momentum: float = MOMENTUM):
-    """mmdet's GHMC.forward (no label_weight): one masked pass and two host
-    syncs per bin, as people run it today."""
+    """mmdet's GHMC.forward (no label_weight), in the logits' dtype: one masked
+    pass and two host syncs per bin, as people run it today."""
+    target = target.to(pred.dtype)
     edges = torch.arange(bins + 1, device=pred.device).float() / bins
     edges[-1] += 1e-6
     weights = torch.zeros_like(pred)
@@ -69,37 +48,24 @@ def mmdet_ghmc(pred, target, acc_sum, bins: int = BINS, momentum: float = MOMENT
     return F.binary_cross_entropy_with_logits(pred, target, weights, reduction="sum") / tot
 
 
-def _compiled():
-    global _compiled_reference
-    if _compiled_reference is None:
-        _compiled_reference = torch.compile(reference.ghmc, dynamic=False)
-    return _compiled_reference
-
-
-def _ghmc(inputs, backend):
-    fused_losses.ghmc(inputs["input"], inputs["target"], bins=BINS, momentum=MOMENTUM,
-                      acc_sum=inputs["acc_sum"], backend=backend).backward()
-
-
-def _compile(inputs):
-    _compiled()(inputs["input"], inputs["target"], bins=BINS, momentum=MOMENTUM,
-                acc_sum=inputs["acc_sum"]).backward()
-
-
-def _mmdet(inputs):
-    mmdet_ghmc(inputs["input"], inputs["target"].to(inputs["input"].dtype),
-               inputs["acc_sum"]).backward()
+def _acc_sum(gen, shape, device) -> dict:
+    return {"acc_sum": torch.zeros(BINS, device=device)}
 
 
 def _focal(inputs, backend):
     fused_losses.focal_bce(inputs["input"], inputs["target"], backend=backend).backward()
 
 
-def candidates(case: Case) -> list:
-    natives = fused_backends(case.device)
-    return ([Candidate(f"fused-{b}", b, functools.partial(_ghmc, backend=b)) for b in natives]
-            + [Candidate("eager", "torch", functools.partial(_ghmc, backend="torch")),
-               Candidate("compile", "inductor", _compile),
-               Candidate("anchor", "mmdet", _mmdet)]
-            + [Candidate(f"focal_bce-{b}", b, functools.partial(_focal, backend=b))
-               for b in natives])
+class _GhmcBench(LossBench):
+    def candidates(self, case: Case) -> list:
+        return super().candidates(case) + [
+            Candidate(f"focal_bce-{b}", b, functools.partial(_focal, backend=b))
+            for b in self.native_backends(case.device)]
+
+
+BENCH = _GhmcBench("ghmc", shapes=((65536, 270), (262144, 270)), quick_shapes=((4096, 270),),
+                   make_inputs=functools.partial(multilabel_inputs, logit_scale=2.0,
+                                                 target_dtype=torch.float32, more=_acc_sum),
+                   fused=fused_losses.ghmc, reference=reference.ghmc,
+                   anchor=("mmdet", mmdet_ghmc), options=dict(bins=BINS, momentum=MOMENTUM),
+                   auto_fallback=False)

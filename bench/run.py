@@ -201,13 +201,13 @@ def peak_extra_bytes(fn, inputs: dict, device: torch.device):
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def run_case(case, module, device, reps, roof_gbs, common) -> tuple:
+def run_case(case, bench, device, reps, roof_gbs, common) -> tuple:
     """Measure every candidate on one case: (rows with the CSV columns, bytes moved)."""
     inputs = case.make_inputs()
     grad_bytes = inputs["input"].numel() * inputs["input"].element_size()
     io_bytes = grad_bytes + sum(t.numel() * t.element_size() for t in inputs.values()
                                 if isinstance(t, torch.Tensor))
-    cands, failed, peaks = module.candidates(case), {}, {}
+    cands, failed, peaks = bench.candidates(case), {}, {}
     for cand in cands:
         try:
             call_once(cand.fn, inputs, device)  # warm-up: compiles, autotunes, faults pages in
@@ -282,14 +282,14 @@ def main(argv=None) -> int:
     csv_path, png_path = out / f"{slug(name)}.csv", out / f"{slug(name)}.png"
     roof_note = f"roofline {roof_gbs:.1f} GB/s ({roof_src})"
     all_rows = []
-    work = [(module, case) for module in (importlib.import_module(f"bench.bench_{loss}")
-                                          for loss in args.loss or losses)
-            for case in module.cases(device, quick=args.quick)]
+    work = [(bench, case) for bench in (importlib.import_module(f"bench.bench_{loss}").BENCH
+                                        for loss in args.loss or losses)
+            for case in bench.cases(device, quick=args.quick)]
     started = time.perf_counter()
-    for k, (module, case) in enumerate(work, 1):
+    for k, (bench, case) in enumerate(work, 1):
         print(f"\n[{k}/{len(work)}] {case.loss} {case.shape_str} {case.dtype_str} "
               f"(elapsed {time.perf_counter() - started:.0f} s) ...", flush=True)
-        rows, io_bytes = run_case(case, module, device, args.reps, roof_gbs, common)
+        rows, io_bytes = run_case(case, bench, device, args.reps, roof_gbs, common)
         print_case(case, rows, io_bytes)
         sys.stdout.flush()
         # Appended case by case, so a run cut short keeps what it measured.
