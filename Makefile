@@ -3,15 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEPS   := torch==2.13.0 triton numpy matplotlib pytest pytest-benchmark setuptools wheel
+DEPS   := torch==2.13.0 triton numpy matplotlib pytest pytest-benchmark setuptools wheel ninja
 
 .PHONY: test bench bench-quick gpu-check clean example
 
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+# setup.py generates build/generated/fused_losses_options.h from these.
+CODEGEN := $(wildcard fused_losses/_codegen.py fused_losses/spec/*.py)
 
-# Rebuilt from scratch when any C++ source or header changes (setuptools only
-# tracks .cpp timestamps, not the headers they include).
-$(STAMP): pyproject.toml setup.py $(SOURCES)
+# Rebuilt from scratch when any C++ source, header or generator input changes:
+# an editable install compiles in a fresh temporary folder, so nothing is reused.
+$(STAMP): pyproject.toml setup.py $(SOURCES) $(CODEGEN)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(DEPS)

@@ -5,34 +5,53 @@ or when compiling fails (no compiler), the package installs as pure Python
 (reference + Triton backends) and says so once.
 CUDA kernels are added when torch has CUDA and nvcc is found, or when
 FUSED_LOSSES_FORCE_CUDA=1.
+
+Compiling goes through torch's BuildExtension with ninja (parallel; MAX_JOBS
+caps the jobs). Each CPU kernel is built once per ISA by its own translation
+unit (csrc/cpu/<loss>_{default,avx2,avx512}.cpp), which enables its ISA in the
+source, so every file shares one set of compiler flags.
 """
+import filecmp
 import glob
 import os
-import platform
+import shutil
+import subprocess
+import sys
+import tempfile
 import warnings
 
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# Headers written at build time; kept under build/ so `make clean` drops them.
+GENERATED = os.path.join(ROOT, "build", "generated")
+CODEGEN = os.path.join(ROOT, "fused_losses", "_codegen.py")
 
 
-# Per-file flags: each CPU kernel is compiled once per capability and the
-# fastest one the running CPU supports is chosen at run time (csrc/cpu/dispatch.cpp).
-# ATen's Vectorized only uses SIMD (and Sleef's exp/log) under these macros.
-CAPABILITY_FLAGS = {
-    "_default.cpp": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
-    "_avx2.cpp": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
-    "_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
-                    "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
-}
-X86 = platform.machine().lower() in ("x86_64", "amd64")
+def _generate_headers():
+    """Run fused_losses/_codegen.py into GENERATED (a failure stops the build).
+
+    The header is replaced only when its text changes, so an unchanged spec
+    does not make ninja recompile every source that includes it.
+    """
+    if not os.path.exists(CODEGEN):  # not written yet: nothing includes it either
+        return
+    os.makedirs(GENERATED, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=GENERATED) as tmp:
+        subprocess.run([sys.executable, CODEGEN, tmp], cwd=ROOT, check=True)
+        for name in os.listdir(tmp):
+            new, old = os.path.join(tmp, name), os.path.join(GENERATED, name)
+            if not (os.path.exists(old) and filecmp.cmp(new, old, shallow=False)):
+                shutil.copyfile(new, old)
 
 
 def _cpu_sources():
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    if not X86:  # only the baseline build of each kernel elsewhere
-        sources = [s for s in sources if not s.endswith(("_avx2.cpp", "_avx512.cpp"))]
-    return sources
+    # Baseline kernels link first: an inline helper emitted by several ISA
+    # builds is kept from the first object that has it, and only the baseline
+    # copy is safe on every CPU.
+    def order(path):
+        return (not path.endswith("_default.cpp"), path)
+    return sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"), key=order)
 
 
 def _extension_kwargs():
@@ -56,12 +75,14 @@ def _extension_kwargs():
     macros = [("FUSED_LOSSES_WITH_CUDA", "1")] if with_cuda else []
     cls = ext.CUDAExtension if with_cuda else ext.CppExtension
     # at::parallel_for is inline OpenMP: without -fopenmp it silently runs on one thread.
+    # -g0 undoes the -g that Python's own CFLAGS add: debug info for torch's
+    # headers is most of each object and almost half the compile time.
     module = cls("fused_losses._C", sources, define_macros=macros,
-                 include_dirs=[os.path.join(ROOT, "csrc")],
-                 extra_compile_args={"cxx": ["-O3", "-std=c++17", "-fopenmp"],
+                 include_dirs=[os.path.join(ROOT, "csrc"), GENERATED],
+                 extra_compile_args={"cxx": ["-O3", "-g0", "-std=c++17", "-fopenmp"],
                                      "nvcc": ["-O3", "-std=c++17"]},
                  extra_link_args=["-fopenmp"])
-    build = ext.BuildExtension.with_options(use_ninja=False)
+    build = ext.BuildExtension.with_options(use_ninja=True)
     return {"ext_modules": [module], "cmdclass": {"build_ext": _optional_build(build)}}
 
 
@@ -69,85 +90,31 @@ def _optional_build(base):
     class OptionalBuildExt(base):
         """Falls back to a pure-Python install, with one warning, if compiling fails."""
 
+        _failed = False
+
         def run(self):
+            _generate_headers()  # outside the fallback: a broken spec must fail loudly
             try:
                 super().run()
             except Exception as exc:  # noqa: BLE001 - any compiler failure
-                warnings.warn(f"fused_losses: C++ extension not built ({exc}); "
-                              "only the 'torch' and 'triton' backends will be available")
+                self._give_up(exc)
 
         def build_extension(self, extension):
-            _add_per_file_flags(self.compiler)
-            _compile_in_parallel(self.compiler)
             try:
                 super().build_extension(extension)
             except Exception as exc:  # noqa: BLE001
+                self._give_up(exc)
+
+        def copy_extensions_to_source(self):
+            if not self._failed:  # nothing was built to copy (editable installs)
+                super().copy_extensions_to_source()
+
+        def _give_up(self, exc):
+            if not self._failed:
                 warnings.warn(f"fused_losses: C++ extension not built ({exc}); "
                               "only the 'torch' and 'triton' backends will be available")
+            self._failed = True
     return OptionalBuildExt
-
-
-def _add_per_file_flags(compiler):
-    """Wrap torch's per-source compile step to append CAPABILITY_FLAGS by file name."""
-    inner = compiler._compile
-    if getattr(inner, "_fused_losses", False):
-        return
-
-    def compile_one(obj, src, ext, cc_args, extra_postargs, pp_opts):
-        extra = [f for suffix, flags in CAPABILITY_FLAGS.items() if src.endswith(suffix)
-                 for f in flags]
-        if extra and isinstance(extra_postargs, dict):
-            extra_postargs = dict(extra_postargs, cxx=list(extra_postargs["cxx"]) + extra)
-        elif extra:
-            extra_postargs = list(extra_postargs) + extra
-        return inner(obj, src, ext, cc_args, extra_postargs, pp_opts)
-
-    compile_one._fused_losses = True
-    compiler._compile = compile_one
-
-
-_PENDING = []
-
-
-def _run_pending(index):
-    fn, args = _PENDING[index]
-    fn(*args)
-
-
-def _compile_in_parallel(compiler):
-    """Compile an extension's sources in forked worker processes (MAX_JOBS, default
-    all cores). Forked, because torch's per-source step swaps the compiler
-    executable on the shared compiler object for .cu files."""
-    if getattr(compiler.compile, "_fused_losses", False):
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    def compile_all(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
-                    extra_preargs=None, extra_postargs=None, depends=None):
-        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
-            output_dir, macros, include_dirs, sources, depends, extra_postargs)
-        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
-        jobs = int(os.environ.get("MAX_JOBS", "0")) or os.cpu_count() or 1
-        todo = [obj for obj in objects if obj in build]
-        if jobs == 1 or len(todo) < 2:
-            for obj in todo:
-                compiler._compile(obj, *build[obj], cc_args, extra_postargs, pp_opts)
-            return objects
-        # Workers are forked after this is set, so they inherit it and nothing is pickled.
-        _PENDING[:] = [(compiler._compile, (obj, *build[obj], cc_args, extra_postargs, pp_opts))
-                       for obj in todo]
-        try:
-            with ProcessPoolExecutor(min(jobs, len(todo)),
-                                     mp_context=multiprocessing.get_context("fork")) as pool:
-                list(pool.map(_run_pending, range(len(todo))))
-        except Exception:  # noqa: BLE001 - e.g. pip runs setup.py as an unpicklable __main__
-            for obj in todo:  # serial: the same compiles, and a real error is raised here
-                compiler._compile(obj, *build[obj], cc_args, extra_postargs, pp_opts)
-        return objects
-
-    compile_all._fused_losses = True
-    compiler.compile = compile_all
 
 
 setup(**_extension_kwargs())

@@ -1,93 +1,41 @@
-// dice ops for the CPU and CUDA dispatch keys: tensors in, DiceArgs out to the
-// kernels in cpu/ and cuda/. Schemas are in ops.cpp; fake kernels and autograd
-// are registered from Python (fused_losses/ops/dice.py).
-#include <torch/library.h>
-
+// dice (multilabel soft dice) ops: schemas and the column-sums protocol on the
+// shared binding (binding.h). Forward -> (loss, fp32 sums [3, C]); the backward
+// recomputes d loss/dx from x, t and the saved sums. Kernels:
+// csrc/cpu/dice_kernel.h, csrc/cuda/dice.cu.
 #include "binding.h"
-#include "dice_args.h"
 
 namespace fused_losses {
 namespace {
 
-struct Prepared {
-  at::Tensor input, target;
-  DiceArgs args;
+struct Dice : LossTraits<DiceOptions, Targets::Binary, Dims::ClassDim> {
+  static void check(const Options& o) {
+    TORCH_CHECK(o.smooth >= 0 && o.alpha >= 0, "fused_losses: dice smooth and alpha must be "
+                ">= 0, got ", o.smooth, " and ", o.alpha);
+  }
 };
 
-void check_reduction(c10::string_view reduction) {
-  TORCH_CHECK(reduction == "none" || reduction == "mean" || reduction == "sum",
-              "fused_losses: reduction must be none, mean or sum, got ", reduction);
-}
-
-Prepared prepare(const at::Tensor& input, const at::Tensor& target, double smooth, double alpha,
-                 bool square_denominator, c10::string_view reduction) {
-  check_pair(input, target);
-  check_reduction(reduction);
-  TORCH_CHECK(input.dim() >= 2, "fused_losses: dice input must be [N, C] or [N, C, d1, ...], "
-              "got shape ", input.sizes());
-  TORCH_CHECK(smooth >= 0 && alpha >= 0, "fused_losses: dice smooth and alpha must be >= 0, "
-              "got ", smooth, " and ", alpha);
-  Prepared p;
-  p.input = input.contiguous();
-  p.target = target.contiguous();
-  if (p.target.scalar_type() == at::kBool) p.target = p.target.view(at::kByte);
-  DiceArgs& a = p.args;
-  a.input = p.input.data_ptr();
-  a.input_dtype = dtype_code(p.input);
-  a.target = p.target.data_ptr();
-  a.target_dtype = dtype_code(p.target);
-  a.rows = input.size(0);
-  a.cols = input.size(1);
-  a.inner = 1;
-  for (int64_t d = 2; d < input.dim(); ++d) a.inner *= input.size(d);
-  a.smooth = static_cast<float>(smooth);
-  a.alpha = static_cast<float>(alpha);
-  a.square = square_denominator;
-  a.reduce = reduction != "none";
-  a.mean = reduction == "mean";
-  return p;
-}
-
-void launch(const DiceArgs& a, const at::Tensor& input, bool forward) {
-  run_on_device(
-      input.device(), [&] { forward ? dice_cpu_forward(a) : dice_cpu_backward(a); },
-      [&](void* stream) {
-#ifdef FUSED_LOSSES_WITH_CUDA
-        forward ? dice_cuda_forward(a, stream) : dice_cuda_backward(a, stream);
-#else
-        (void)stream;
-#endif
-      });
-}
-
 std::tuple<at::Tensor, at::Tensor> dice_fwd(const at::Tensor& input, const at::Tensor& target,
-                                            double smooth, double alpha, bool square_denominator,
+                                            c10::ArrayRef<double> options,
                                             c10::string_view reduction) {
-  Prepared p = prepare(input, target, smooth, alpha, square_denominator, reduction);
-  DiceArgs& a = p.args;
-  const auto f32 = input.options().dtype(at::kFloat);
-  at::Tensor loss = a.reduce ? at::empty({}, input.options()) : at::empty({a.cols}, input.options());
-  at::Tensor sums = at::empty({3, a.cols}, f32);
-  at::Tensor partials, dice;
-#ifdef FUSED_LOSSES_WITH_CUDA
-  if (input.is_cuda()) {
-    partials = at::empty({dice_cuda_num_partials(a.rows * a.inner) * 3 * a.cols}, f32);
-    dice = at::empty({a.cols}, f32);
-    a.partials = partials.data_ptr<float>();
-    a.dice = dice.data_ptr<float>();
-  }
-#endif
-  a.sums = sums.data_ptr<float>();
+  Launch<DiceOptions> l = prepare<Dice>(input, target, options);
+  LaunchArgs<DiceOptions>& a = l.args;
+  set_reduction(reduction, a.reduce, a.mean);
+  at::Tensor loss = a.reduce ? at::empty({}, input.options())
+                             : at::empty({a.cols}, input.options());
+  at::Tensor sums = at::empty({3, a.cols}, input.options().dtype(at::kFloat));
   a.out = loss.data_ptr();
-  launch(a, input, true);
+  a.aux = sums.data_ptr<float>();
+  launch(a, Pass::Forward, input.device());
   return {loss, sums};
 }
 
+// grad_output: [] (mean/sum) or [C] (none).
 at::Tensor dice_bwd(const at::Tensor& grad_output, const at::Tensor& input,
-                    const at::Tensor& target, const at::Tensor& sums, double smooth, double alpha,
-                    bool square_denominator, c10::string_view reduction) {
-  Prepared p = prepare(input, target, smooth, alpha, square_denominator, reduction);
-  DiceArgs& a = p.args;
+                    const at::Tensor& target, const at::Tensor& sums,
+                    c10::ArrayRef<double> options, c10::string_view reduction) {
+  Launch<DiceOptions> l = prepare<Dice>(input, target, options);
+  LaunchArgs<DiceOptions>& a = l.args;
+  set_reduction(reduction, a.reduce, a.mean);
   TORCH_CHECK(sums.scalar_type() == at::kFloat && sums.dim() == 2 && sums.size(0) == 3 &&
                   sums.size(1) == a.cols,
               "fused_losses: dice sums must be float32 of shape [3, ", a.cols, "], got ",
@@ -99,27 +47,27 @@ at::Tensor dice_bwd(const at::Tensor& grad_output, const at::Tensor& input,
   at::Tensor s = sums.contiguous();
   at::Tensor g = grad_output.to(at::kFloat).contiguous();
   at::Tensor grad_input = at::empty(input.sizes(), input.options());
-  a.sums = s.data_ptr<float>();
-  a.grad_output = g.data_ptr<float>();
-  a.grad_output_stride = a.reduce ? 0 : 1;
-  a.grad_output_scale = (a.mean && a.cols) ? 1.f / static_cast<float>(a.cols) : 1.f;
+  a.aux = s.data_ptr<float>();
+  a.grad_output = g.data_ptr();
   a.grad = grad_input.data_ptr();
-  launch(a, input, false);
+  launch(a, Pass::Backward, input.device());
   return grad_input;
 }
 
+void define_impls(torch::Library& m) {
+  m.impl("dice_fwd", &dice_fwd);
+  m.impl("dice_bwd", &dice_bwd);
+}
+
 }  // namespace
-
-TORCH_LIBRARY_IMPL(fused_losses, CPU, m) {
-  m.impl("dice_fwd", &dice_fwd);
-  m.impl("dice_bwd", &dice_bwd);
-}
-
-#ifdef FUSED_LOSSES_WITH_CUDA
-TORCH_LIBRARY_IMPL(fused_losses, CUDA, m) {
-  m.impl("dice_fwd", &dice_fwd);
-  m.impl("dice_bwd", &dice_bwd);
-}
-#endif
-
 }  // namespace fused_losses
+
+TORCH_LIBRARY_FRAGMENT(fused_losses, m) {
+  m.def("dice_fwd(Tensor input, Tensor target, float[] options, str reduction) "
+        "-> (Tensor, Tensor)");
+  m.def(
+      "dice_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor sums, float[] options, "
+      "str reduction) -> Tensor");
+}
+
+FUSED_LOSSES_IMPL(fused_losses::define_impls)

@@ -1,73 +1,47 @@
-// Every C++ op schema of the fused_losses namespace, and the Python module
-// entry point of fused_losses._C (importing it registers the ops).
+// The fused_losses op library and the Python module entry point of
+// fused_losses._C (importing it registers the ops). Module-level ops live
+// here; each loss declares its own schemas next to its binding
+// (csrc/<stem>.cpp, TORCH_LIBRARY_FRAGMENT).
 #include <Python.h>
 #include <torch/library.h>
 
 #include <string>
 
 #include "cpu/capability.h"
+#include "launch_args.h"
+
+namespace fused_losses {
+namespace {
+
+// The option names this build was generated with, which Python compares with
+// the spec at import to refuse a stale build.
+std::string option_names(c10::string_view stem) {
+  const char* names = nullptr;
+#define FUSED_LOSSES_OPTION_NAMES(name, Options) \
+  if (stem == #name) names = Options::kNames;
+  FUSED_LOSSES_FOR_EACH_LOSS(FUSED_LOSSES_OPTION_NAMES)
+#undef FUSED_LOSSES_OPTION_NAMES
+  TORCH_CHECK(names != nullptr, "fused_losses: no C++ kernels for a loss named ", stem);
+  return names;
+}
+
+bool built_with_cuda() {
+#ifdef FUSED_LOSSES_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+}  // namespace fused_losses
 
 TORCH_LIBRARY(fused_losses, m) {
-  // Fused focal BCE: see fused_losses/ops/_fused.py for the (loss, grad, scale) protocol.
-  m.def(
-      "focal_bce_fwd(Tensor input, Tensor target, Tensor? alpha, Tensor? pos_weight, "
-      "Tensor? weight, float gamma, float? alpha_value, float label_smoothing, "
-      "int? ignore_index, str reduction, bool compute_grad) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "focal_bce_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? alpha, "
-      "Tensor? pos_weight, Tensor? weight, float gamma, float? alpha_value, "
-      "float label_smoothing, int? ignore_index) -> Tensor");
-  // GHM-C in three passes (csrc/ghmc_args.h): histogram -> per-bin weights ->
-  // loss with the same (loss, grad, scale) protocol as focal_bce_fwd.
-  m.def("ghmc_hist(Tensor input, Tensor target, Tensor? label_weight, int bins) -> Tensor");
-  m.def("ghmc_weights(Tensor hist, Tensor(a!)? acc_sum, float momentum, bool mean) -> Tensor");
-  m.def(
-      "ghmc_fwd(Tensor input, Tensor target, Tensor? label_weight, Tensor weights, int bins, "
-      "str reduction, bool compute_grad) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "ghmc_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? label_weight, "
-      "Tensor weights, int bins) -> Tensor");
-  // Multilabel soft dice (csrc/dice_args.h): forward -> (loss, fp32 sums [3, C]);
-  // backward recomputes d loss/dx from x, t and the saved sums.
-  m.def(
-      "dice_fwd(Tensor input, Tensor target, float smooth, float alpha, "
-      "bool square_denominator, str reduction) -> (Tensor, Tensor)");
-  m.def(
-      "dice_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor sums, float smooth, "
-      "float alpha, bool square_denominator, str reduction) -> Tensor");
-  // Asymmetric loss (csrc/asl_args.h), the (loss, grad, scale) protocol; scale is 1.
-  m.def(
-      "asl_fwd(Tensor input, Tensor target, Tensor? weight, float gamma_pos, float gamma_neg, "
-      "float clip, float eps, bool detach_focal_weight, str reduction, bool compute_grad) "
-      "-> (Tensor, Tensor, Tensor)");
-  m.def(
-      "asl_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? weight, "
-      "float gamma_pos, float gamma_neg, float clip, float eps, bool detach_focal_weight) "
-      "-> Tensor");
-  // Softmax focal loss over class indices (csrc/softmax_focal_args.h), same protocol.
-  m.def(
-      "softmax_focal_fwd(Tensor input, Tensor target, Tensor? alpha, float gamma, "
-      "int? ignore_index, float label_smoothing, str reduction, bool compute_grad) "
-      "-> (Tensor, Tensor, Tensor)");
-  m.def(
-      "softmax_focal_bwd(Tensor grad_output, Tensor input, Tensor target, Tensor? alpha, "
-      "float gamma, int? ignore_index, float label_smoothing) -> Tensor");
-  // Per-sample self-adjusting DSC over class indices (csrc/dsc_args.h), same protocol.
-  m.def(
-      "dsc_fwd(Tensor input, Tensor target, float alpha, float smooth, str reduction, "
-      "bool compute_grad) -> (Tensor, Tensor, Tensor)");
-  m.def("dsc_bwd(Tensor grad_output, Tensor input, Tensor target, float alpha, float smooth) "
-        "-> Tensor");
   m.def("_cpu_capability() -> str", []() -> std::string {
     return fused_losses::cpu::capability_name(fused_losses::cpu::active_capability());
   });
-  m.def("_built_with_cuda() -> bool", []() -> bool {
-#ifdef FUSED_LOSSES_WITH_CUDA
-    return true;
-#else
-    return false;
-#endif
-  });
+  m.def("_built_with_cuda() -> bool", &fused_losses::built_with_cuda);
+  m.def("_option_names(str stem) -> str", &fused_losses::option_names);
 }
 
 extern "C" PyObject* PyInit__C(void) {

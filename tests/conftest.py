@@ -20,12 +20,12 @@ FUSED = [("triton", triton_device(), None), ("cpu", "cpu", None), ("cpu", "cpu",
          ("cpu", "cpu", "default"), ("cuda", "cuda", None)]
 
 
-def _fused_id(param):
+def fused_id(param):
     backend, _, capability = param
     return backend + (f"-{capability}" if capability else "")
 
 
-@pytest.fixture(params=FUSED, ids=_fused_id)
+@pytest.fixture(params=FUSED, ids=fused_id)
 def fused(request, monkeypatch):
     """(backend, device) for one fused backend, skipped where it cannot run."""
     backend, device, capability = request.param

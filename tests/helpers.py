@@ -76,19 +76,30 @@ def _cpu(options):
     return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in options.items()}
 
 
-def assert_compiled_step_matches_eager(model, forward, *inputs):
+def assert_compiled_step_matches_eager(model, forward, *inputs, state=None,
+                                       compile_backend="inductor"):
     """``torch.compile(forward, fullgraph=True)`` gives eager's scalar loss and
-    ``model.weight`` gradient (the backward runs through AOTAutograd)."""
+    ``model.weight`` gradient (the backward runs through AOTAutograd).
+
+    ``state``: a module whose buffers the step updates in place (GHMC's EMA);
+    both runs start from its current buffers and must leave the same ones."""
+    start = {} if state is None else {k: v.clone() for k, v in state.state_dict().items()}
+
     def step(fn):
+        if state is not None:
+            state.load_state_dict(start)
         model.zero_grad(set_to_none=True)
         loss = fn(*inputs)
         loss.backward()
-        return loss.detach(), model.weight.grad.clone()
+        after = {} if state is None else {k: v.clone() for k, v in state.state_dict().items()}
+        return loss.detach(), model.weight.grad.clone(), after
 
     eager = step(forward)
-    compiled = step(torch.compile(forward, fullgraph=True))
+    compiled = step(torch.compile(forward, fullgraph=True, backend=compile_backend))
     assert_close(compiled[0], eager[0], what="loss")
     assert_close(compiled[1], eager[1], what="weight grad")
+    for key, value in eager[2].items():
+        assert_close(compiled[2][key], value, what=key)
 
 
 def check_compiled_training_step(backend, device, reduction):

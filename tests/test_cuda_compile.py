@@ -6,6 +6,7 @@ files include CUDA headers only (no torch), which is what makes it possible.
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,23 @@ def _find_nvcc():
 NVCC = _find_nvcc()
 
 
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """The option structs the build generates from the specs (build/generated
+    in a real build), written afresh so the check needs no prior build."""
+    out = tmp_path_factory.mktemp("generated")
+    subprocess.run([sys.executable, str(ROOT / "fused_losses" / "_codegen.py"), str(out)],
+                   check=True, capture_output=True, text=True, timeout=120)
+    return out
+
+
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found (not on PATH, $CUDA_HOME/bin "
                                          "or /usr/local/cuda/bin): CUDA sources not compile-checked")
 @pytest.mark.parametrize("arch", ARCHES, ids=lambda a: f"sm_{a}")
 @pytest.mark.parametrize("source", CUDA_SOURCES, ids=lambda p: p.name)
-def test_cuda_source_compiles(source, arch, tmp_path):
+def test_cuda_source_compiles(source, arch, tmp_path, generated):
     cmd = [NVCC, "-c", "-std=c++17", "-O2", "-DFUSED_LOSSES_WITH_CUDA",
-           "-I", str(ROOT / "csrc"),
+           "-I", str(ROOT / "csrc"), "-I", str(generated),
            "-gencode", f"arch=compute_{arch},code=sm_{arch}",
            "-o", str(tmp_path / "x.o"), str(source)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -1,11 +1,14 @@
-"""GHM-C: every backend against a plain transcription of mmdet's loop."""
+"""GHM-C: every backend against a plain transcription of mmdet's loop.
+
+Argument checks, the module, opcheck and determinism are in the conformance
+battery (tests/test_conformance*.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fused_losses
 from fused_losses import GHMC
-from fused_losses.ops import ghmc as ghmc_ops
+from fused_losses.spec import BY_STEM
 from helpers import assert_close
 
 BACKENDS = ["torch", "triton", "cpu", "cuda"]
@@ -49,7 +52,7 @@ def device_for(backend):
 def skip_unless(backend):
     if backend not in fused_losses.available_backends(device_for(backend)):
         pytest.skip(f"{backend} backend unavailable here")
-    if not ghmc_ops.has_backend(backend):
+    if not fused_losses.ops.has_backend(BY_STEM["ghmc"], backend):
         pytest.skip(f"this build of the {backend} backend has no GHM-C kernels")
 
 
@@ -128,7 +131,8 @@ def test_label_weight_masks(backend, lw):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_logit_dtypes(backend, dtype):
-    x, t = make((129, 1001), dtype, bins=10)
+    interpreted = backend == "triton" and device_for(backend) == "cpu"  # ~100x slower
+    x, t = make((37, 270) if interpreted else (129, 1001), dtype, bins=10)
     for reduction in REDUCTIONS:
         compare(backend, x, t, 10, 0.0, None, reduction)
 
@@ -143,91 +147,11 @@ def test_all_in_one_bin_and_odd_shapes(backend):
         compare(backend, x, t, 10, 0.0, None, "sum")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_bool_target_and_determinism(backend):
-    skip_unless(backend)
-    x, t = make((129, 1001))
-    dev = device_for(backend)
-    runs = [run_steps(backend, x, t, 10, 0.0, None, "mean", 1)[0][0] for _ in range(2)]
-    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
-    loss_bool = fused_losses.ghmc(x.to(dev), t.bool().to(dev), backend=backend)
-    assert_close(loss_bool.cpu(), runs[0][0])
+def test_momentum_needs_an_acc_sum():
+    with pytest.raises(ValueError, match="acc_sum"):
+        fused_losses.ghmc(torch.randn(4, 6), torch.rand(4, 6), momentum=0.5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_logit_propagates(backend):
-    skip_unless(backend)
-    x, t = make((6, 7))
-    x[2, 3] = float("nan")
-    dev = device_for(backend)
-    assert fused_losses.ghmc(x.to(dev), t.to(dev), backend=backend).isnan()
-
-
-def test_module_keeps_state_and_matches_functional():
-    x, t = make((16, 20))
-    crit = GHMC(bins=12, momentum=0.6)
-    assert crit.state_dict()["acc_sum"].shape == (12,)
-    acc = torch.zeros(12)
-    for _ in range(2):
-        got = crit(x, t)
-        want = fused_losses.ghmc(x, t, bins=12, momentum=0.6, acc_sum=acc)
-        assert_close(got, want)
-    assert torch.equal(crit.acc_sum, acc) and crit.acc_sum.sum() > 0
-    assert "bins=12" in repr(crit)
-
-
-@pytest.mark.parametrize("kwargs,exc,words", [
-    (dict(bins=0), ValueError, ["bins", "0"]),
-    (dict(bins=65), ValueError, ["bins", "65"]),
-    (dict(bins=2.5), TypeError, ["bins"]),
-    (dict(momentum=1.0), ValueError, ["momentum"]),
-    (dict(momentum=-0.1), ValueError, ["momentum"]),
-    (dict(momentum=0.5), ValueError, ["acc_sum"]),
-    (dict(momentum=0.5, acc_sum=torch.zeros(9)), ValueError, ["acc_sum", "(10,)", "(9,)"]),
-    (dict(momentum=0.5, acc_sum=torch.zeros(10, dtype=torch.float64)), ValueError,
-     ["acc_sum", "float64"]),
-    (dict(target=torch.rand(4, 5)), ValueError, ["target shape"]),
-    (dict(label_weight=torch.rand(3, 6)), ValueError, ["label_weight", "(3, 6)"]),
-    (dict(reduction="avg"), ValueError, ["reduction"]),
-    (dict(backend="gpu"), ValueError, ["backend"]),
-    (dict(input=torch.ones(4, 6, dtype=torch.int32)), TypeError, ["input"]),
-])
-def test_bad_input(kwargs, exc, words):
-    args = dict(input=torch.randn(4, 6), target=torch.rand(4, 6))
-    args.update(kwargs)
-    with pytest.raises(exc) as info:
-        fused_losses.ghmc(args.pop("input"), args.pop("target"), **args)
-    for word in words:
-        assert word in str(info.value), (word, str(info.value))
-
-
-def test_module_rejects_bad_bins_and_unset_distributed():
-    with pytest.raises(ValueError, match="bins"):
-        GHMC(bins=65)
+def test_module_without_process_group_says_so():
     with pytest.raises(RuntimeError, match="torch.distributed"):
         GHMC(sync_distributed=True)(torch.randn(2, 3), torch.rand(2, 3))
-
-
-@pytest.mark.parametrize("backend", ["triton", "cpu", "cuda"])
-def test_opcheck(backend):
-    skip_unless(backend)
-    dev = device_for(backend)
-    prefix = "ghmc_triton_" if backend == "triton" else "ghmc_"
-    op = {name: getattr(torch.ops.fused_losses, prefix + name).default
-          for name in ("hist", "weights", "fwd", "bwd")}
-    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
-    if backend != "triton" or dev == "cuda":
-        utils += ("test_aot_dispatch_dynamic",)
-    x, t = make((37, 270))
-    x, t = x.to(dev).requires_grad_(True), t.to(dev)
-    lw = (torch.rand(37, 1) > 0.2).float().to(dev)
-    hist = op["hist"](x, t, lw, 10)
-    torch.library.opcheck(op["hist"], (x.detach(), t, lw, 10), test_utils=utils)
-    torch.library.opcheck(op["weights"], (hist, torch.zeros(10, device=dev), 0.5, True),
-                          test_utils=utils)
-    weights = op["weights"](hist, None, 0.0, True)
-    for reduction in REDUCTIONS:
-        torch.library.opcheck(op["fwd"], (x, t, lw, weights, 10, reduction, True),
-                              test_utils=utils)
-    torch.library.opcheck(op["bwd"], (torch.rand_like(x), x.detach(), t, lw, weights, 10),
-                          test_utils=utils)

@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fused_losses
-from fused_losses.ops import ghmc as ghmc_ops
+from fused_losses.spec import BY_STEM
 from helpers import assert_close
 
 STEPS, BINS, MOMENTUM = 2, 10, 0.75
@@ -49,7 +49,8 @@ def _rank(rank, world, init_file, out_dir, backend):
 
 @pytest.mark.parametrize("backend", ["torch", "triton", "cpu"])
 def test_two_ranks_equal_one_process(backend, tmp_path):
-    if backend not in fused_losses.available_backends("cpu") or not ghmc_ops.has_backend(backend):
+    if backend not in fused_losses.available_backends("cpu") or \
+            not fused_losses.ops.has_backend(BY_STEM["ghmc"], backend):
         pytest.skip(f"{backend} GHM-C unavailable on CPU tensors here")
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")

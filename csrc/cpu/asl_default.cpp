@@ -1,3 +1,5 @@
-// asl CPU kernels for the DEFAULT capability; setup.py adds this
-// file's ISA flags and CPU_CAPABILITY macros by its name.
+// asl CPU kernels for the baseline capability (see dispatch.cpp): no ISA
+// beyond the compiler's default, so this build runs on every CPU.
+#define CPU_CAPABILITY DEFAULT
+#define CPU_CAPABILITY_DEFAULT
 #include "asl_kernel.h"

@@ -1,36 +1,36 @@
 // Fused asymmetric loss (ASL) on the CPU, written once and compiled per
-// capability (asl_default.cpp, asl_avx2.cpp, asl_avx512.cpp).
-//
-// One pass over fixed chunks of kChunk elements, as in focal_bce_kernel.h:
-// chunks own the loss partials and are summed in chunk order, so results are
-// bit-identical for any thread count. Hard 0/1 targets (bool/integer, or float
+// capability (asl_default.cpp, asl_avx2.cpp, asl_avx512.cpp), on the chunk
+// driver of kernel_common.h. Formula and subgradients:
+// fused_losses/reference/asl.py. Hard 0/1 targets (bool/integer, or float
 // vectors whose lanes are all 0/1) take a path with one log per lane.
 #pragma once
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
-#include "../asl_args.h"
 #include "kernel_common.h"
 
 namespace fused_losses {
 namespace cpu {
 namespace CPU_CAPABILITY {
 
-// Per-call constants, broadcast once.
+using AslArgs = LaunchArgs<AslOptions>;
+
+// Per-call constants, derived from the options once and broadcast.
 struct AslConsts {
-  Vec gamma_pos, gamma_neg, clip, log_eps, grad_scale;
+  Vec gamma_pos, gamma_neg, clip, log_eps;
   int int_pos, int_neg;  // γ₊, γ₋ when both are integers in 0..4 (powers by products), else -1
   bool clip_on, has_eps, hard, focal, detach;
   explicit AslConsts(const AslArgs& a)
-      : gamma_pos(a.gamma_pos), gamma_neg(a.gamma_neg), clip(a.clip), log_eps(a.log_eps),
-        grad_scale(a.grad_scale), int_pos(-1), int_neg(-1), clip_on(a.clip > 0.f),
-        has_eps(a.has_eps), hard(a.hard), focal(a.focal), detach(a.detach) {
+      : gamma_pos(a.opt.gamma_pos), gamma_neg(a.opt.gamma_neg), clip(a.opt.clip),
+        log_eps(a.opt.eps > 0.f ? static_cast<float>(std::log(static_cast<double>(a.opt.eps)))
+                                : 0.f),
+        int_pos(-1), int_neg(-1), clip_on(a.opt.clip > 0.f), has_eps(a.opt.eps > 0.f),
+        hard(!is_floating(a.target_dtype)),
+        focal(a.opt.gamma_pos != 0.f || a.opt.gamma_neg != 0.f),
+        detach(a.opt.detach_focal_weight) {
     for (int k = 0; k <= 4; ++k) {
-      if (a.gamma_pos == static_cast<float>(k)) int_pos = k;
-      if (a.gamma_neg == static_cast<float>(k)) int_neg = k;
+      if (a.opt.gamma_pos == static_cast<float>(k)) int_pos = k;
+      if (a.opt.gamma_neg == static_cast<float>(k)) int_neg = k;
     }
     if (int_pos < 0 || int_neg < 0) int_pos = int_neg = -1;
   }
@@ -175,72 +175,27 @@ inline void asl_vec(const Vec& x, const Vec& t, const AslConsts& c, const Operan
   }
 }
 
-template <typename xT, typename tT>
-void forward_typed(const AslArgs& a) {
-  const auto* x = static_cast<const xT*>(a.input);
-  const auto* t = static_cast<const tT*>(a.target);
-  auto* out = static_cast<xT*>(a.out);
-  auto* grad_out = static_cast<xT*>(a.grad);
-  const AslConsts c(a);
-  // Without a weight rows don't matter: one long row gives fewer partial vectors.
-  const int64_t cols = a.weight.ptr ? a.cols : std::max<int64_t>(a.numel, 1);
-  const int64_t n_chunks = (a.numel + kChunk - 1) / kChunk;
-  std::vector<float> psum(a.reduce ? n_chunks : 0);
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t chunk = c0; chunk < c1; ++chunk) {
-      const int64_t begin = chunk * kChunk, end = std::min(a.numel, begin + kChunk);
-      Vec acc(0.f);
-      for_each_vector(begin, end, cols, [&](int64_t row, int64_t col, int64_t i, int64_t n) {
-        Vec loss, grad;
-        asl_vec(load_as_float(x + i, n), load_as_float(t + i, n), c, OperandRow(a.weight, row),
-                col, n, loss, grad);
-        if (!a.reduce) {
-          store_as(out + i, loss, n);
-          return;
-        }
-        acc = acc + Vec::set(Vec(0.f), loss, n);
-        if (a.write_grad) store_as(grad_out + i, grad * c.grad_scale, n);
-      });
-      if (a.reduce) psum[chunk] = lane_sum(acc);
-    }
-  });
-  if (!a.reduce) return;
-  double total = 0.0;
-  for (int64_t k = 0; k < n_chunks; ++k) total += psum[k];
-  if (a.mean) total = total / static_cast<double>(a.numel);  // 0/0 = NaN, as torch's empty mean
-  out[0] = static_cast<xT>(static_cast<float>(total));
-  *a.scale = 1.f;
-}
+// The elementwise-driver view of one call (kernel_common.h).
+struct Asl {
+  static constexpr bool kScaleGrad = true;
+  const AslConsts c;
+  const Operand& weight;
+  const Vec grad_scale;
+  const int64_t cols;
+  const bool count_kept = false, mean;
+  explicit Asl(const AslArgs& a)
+      : c(a), weight(a.operands[AslOperands::weight]),
+        grad_scale(a.mean && a.numel ? 1.f / static_cast<float>(a.numel) : 1.f),
+        cols(operand_cols(a, any_operand(a))), mean(a.mean) {}
+  // Always inlined into the driver: a vector then costs the one call the
+  // loss maths itself may take, not two.
+  C10_ALWAYS_INLINE void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t,
+                                    int64_t n, Vec& loss, Vec& grad, Vec&) const {
+    asl_vec(x, t, c, OperandRow(weight, row), col, n, loss, grad);
+  }
+};
 
-template <typename xT, typename tT>
-void backward_typed(const AslArgs& a) {
-  const auto* x = static_cast<const xT*>(a.input);
-  const auto* t = static_cast<const tT*>(a.target);
-  const auto* g_out = static_cast<const xT*>(a.grad_output);
-  auto* g_in = static_cast<xT*>(a.grad);
-  const AslConsts c(a);
-  const int64_t cols = a.weight.ptr ? a.cols : std::max<int64_t>(a.numel, 1);
-  const int64_t n_chunks = (a.numel + kChunk - 1) / kChunk;
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    const int64_t begin = c0 * kChunk, end = std::min(a.numel, c1 * kChunk);
-    for_each_vector(begin, end, cols, [&](int64_t row, int64_t col, int64_t i, int64_t n) {
-      Vec loss, grad;
-      asl_vec(load_as_float(x + i, n), load_as_float(t + i, n), c, OperandRow(a.weight, row), col,
-              n, loss, grad);
-      store_as(g_in + i, grad * load_as_float(g_out + i, n), n);
-    });
-  });
-}
-
-void asl_forward(const AslArgs& a) {
-  dispatch_pair(a.input_dtype, a.target_dtype,
-                [&](auto xs, auto ts) { forward_typed<decltype(xs), decltype(ts)>(a); });
-}
-
-void asl_backward(const AslArgs& a) {
-  dispatch_pair(a.input_dtype, a.target_dtype,
-                [&](auto xs, auto ts) { backward_typed<decltype(xs), decltype(ts)>(a); });
-}
+void run(const AslArgs& a, Pass pass) { run_elementwise(a, pass, Asl(a)); }
 
 }  // namespace CPU_CAPABILITY
 }  // namespace cpu

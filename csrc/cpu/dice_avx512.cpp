@@ -1,3 +1,6 @@
-// dice CPU kernels for the AVX512 capability; setup.py adds this
-// file's ISA flags and CPU_CAPABILITY macros by its name.
+// dice CPU kernels for the AVX-512 capability (see dispatch.cpp); an empty
+// translation unit off x86-64.
+#include "isa_avx512.h"
+#if defined(__x86_64__) || defined(_M_X64)
 #include "dice_kernel.h"
+#endif

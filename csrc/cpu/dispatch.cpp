@@ -6,13 +6,7 @@
 #include <cstring>
 #include <string>
 
-#include "../dice_args.h"
-
-#include "../asl_args.h"
-#include "../focal_bce_args.h"
-#include "../ghmc_args.h"
-#include "../softmax_focal_args.h"
-#include "../dsc_args.h"
+#include "../launch_args.h"
 #include "capability.h"
 
 namespace fused_losses {
@@ -48,55 +42,32 @@ const char* capability_name(Capability c) {
   }
 }
 
-template <typename Args>
-using Kernel = void (*)(const Args&);
-
-template <typename Args>
-static void run(const Args& a, Kernel<Args> baseline, Kernel<Args> avx2, Kernel<Args> avx512) {
-  switch (active_capability()) {
-    case Capability::Avx512: return avx512(a);
-    case Capability::Avx2: return avx2(a);
-    default: return baseline(a);
-  }
-}
-
 }  // namespace cpu
 
-// ENTRY(Args, kernel, entry): declares cpu::<CAP>::kernel for every build and
-// defines fused_losses::entry, which runs the one this CPU supports.
+// Declares cpu::<CAP>::run for every build of a loss's kernel header and
+// defines cpu_run (launch_args.h), which runs the one this CPU supports.
 #if defined(__x86_64__) || defined(_M_X64)
-#define FUSED_LOSSES_CPU_ENTRY(Args, kernel, entry)                                     \
-  namespace cpu {                                                                       \
-  namespace DEFAULT { void kernel(const Args&); }                                       \
-  namespace AVX2 { void kernel(const Args&); }                                          \
-  namespace AVX512 { void kernel(const Args&); }                                        \
-  }                                                                                     \
-  void entry(const Args& a) {                                                           \
-    cpu::run<Args>(a, cpu::DEFAULT::kernel, cpu::AVX2::kernel, cpu::AVX512::kernel);    \
+#define FUSED_LOSSES_CPU_ENTRY(stem, Options)                               \
+  namespace cpu {                                                           \
+  namespace DEFAULT { void run(const LaunchArgs<Options>&, Pass); }         \
+  namespace AVX2 { void run(const LaunchArgs<Options>&, Pass); }            \
+  namespace AVX512 { void run(const LaunchArgs<Options>&, Pass); }          \
+  }                                                                         \
+  void cpu_run(const LaunchArgs<Options>& a, Pass pass) {                   \
+    switch (cpu::active_capability()) {                                     \
+      case cpu::Capability::Avx512: return cpu::AVX512::run(a, pass);       \
+      case cpu::Capability::Avx2: return cpu::AVX2::run(a, pass);           \
+      default: return cpu::DEFAULT::run(a, pass);                           \
+    }                                                                       \
   }
 #else
-#define FUSED_LOSSES_CPU_ENTRY(Args, kernel, entry)                                     \
-  namespace cpu {                                                                       \
-  namespace DEFAULT { void kernel(const Args&); }                                       \
-  }                                                                                     \
-  void entry(const Args& a) {                                                           \
-    cpu::run<Args>(a, cpu::DEFAULT::kernel, cpu::DEFAULT::kernel, cpu::DEFAULT::kernel); \
-  }
+#define FUSED_LOSSES_CPU_ENTRY(stem, Options)                               \
+  namespace cpu {                                                           \
+  namespace DEFAULT { void run(const LaunchArgs<Options>&, Pass); }         \
+  }                                                                         \
+  void cpu_run(const LaunchArgs<Options>& a, Pass pass) { cpu::DEFAULT::run(a, pass); }
 #endif
 
-FUSED_LOSSES_CPU_ENTRY(FocalBceArgs, focal_bce_forward, focal_bce_cpu_forward)
-FUSED_LOSSES_CPU_ENTRY(FocalBceArgs, focal_bce_backward, focal_bce_cpu_backward)
-FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_histogram, ghmc_cpu_histogram)
-FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_weights, ghmc_cpu_weights)
-FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_forward, ghmc_cpu_forward)
-FUSED_LOSSES_CPU_ENTRY(GhmcArgs, ghmc_backward, ghmc_cpu_backward)
-FUSED_LOSSES_CPU_ENTRY(DiceArgs, dice_forward, dice_cpu_forward)
-FUSED_LOSSES_CPU_ENTRY(DiceArgs, dice_backward, dice_cpu_backward)
-FUSED_LOSSES_CPU_ENTRY(AslArgs, asl_forward, asl_cpu_forward)
-FUSED_LOSSES_CPU_ENTRY(AslArgs, asl_backward, asl_cpu_backward)
-FUSED_LOSSES_CPU_ENTRY(SoftmaxFocalArgs, softmax_focal_forward, softmax_focal_cpu_forward)
-FUSED_LOSSES_CPU_ENTRY(SoftmaxFocalArgs, softmax_focal_backward, softmax_focal_cpu_backward)
-FUSED_LOSSES_CPU_ENTRY(DscArgs, dsc_forward, dsc_cpu_forward)
-FUSED_LOSSES_CPU_ENTRY(DscArgs, dsc_backward, dsc_cpu_backward)
+FUSED_LOSSES_FOR_EACH_LOSS(FUSED_LOSSES_CPU_ENTRY)
 
 }  // namespace fused_losses

@@ -1,3 +1,6 @@
-// dsc CPU kernels for the avx2 capability; setup.py adds this
-// file's ISA flags and CPU_CAPABILITY macros by its name.
+// dsc CPU kernels for the AVX2 capability (see dispatch.cpp); an empty
+// translation unit off x86-64.
+#include "isa_avx2.h"
+#if defined(__x86_64__) || defined(_M_X64)
 #include "dsc_kernel.h"
+#endif

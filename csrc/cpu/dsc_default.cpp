@@ -1,3 +1,5 @@
-// dsc CPU kernels for the default capability; setup.py adds this
-// file's ISA flags and CPU_CAPABILITY macros by its name.
+// dsc CPU kernels for the baseline capability (see dispatch.cpp): no ISA
+// beyond the compiler's default, so this build runs on every CPU.
+#define CPU_CAPABILITY DEFAULT
+#define CPU_CAPABILITY_DEFAULT
 #include "dsc_kernel.h"

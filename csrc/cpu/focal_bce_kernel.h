@@ -1,43 +1,43 @@
 // Fused focal BCE on the CPU, written once and compiled per capability
-// (focal_bce_default.cpp, focal_bce_avx2.cpp, focal_bce_avx512.cpp).
-//
-// One pass over fixed chunks of kChunk elements: each chunk reads logits and
-// targets once and writes its loss partial (and the gradient) or the
-// elementwise loss. Chunks, not threads, own the partials, and they are summed
-// in chunk order, so the result is bit-identical for any thread count.
+// (focal_bce_default.cpp, focal_bce_avx2.cpp, focal_bce_avx512.cpp), on the
+// chunk driver of kernel_common.h. Formula: fused_losses/reference/focal_bce.py.
 #pragma once
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
-#include "../focal_bce_args.h"
 #include "kernel_common.h"
 
 namespace fused_losses {
 namespace cpu {
 namespace CPU_CAPABILITY {
 
-// Per-call constants, broadcast once.
+using FocalBceArgs = LaunchArgs<FocalBceOptions>;
+
+// Per-call constants, derived from the options once and broadcast.
 struct FocalConsts {
-  Vec gamma, smooth_scale, smooth_shift, ignore, alpha_value, grad_scale;
+  Vec gamma, smooth_scale, smooth_shift, ignore, alpha_value;
   int int_gamma;  // >= 0 when γ ∈ {1, 2, 3, 4}: powers by multiplication
   bool hard, gamma_zero, has_ignore, has_alpha_value;
   explicit FocalConsts(const FocalBceArgs& a)
-      : gamma(a.gamma), smooth_scale(1.f - a.smoothing), smooth_shift(0.5f * a.smoothing),
-        ignore(a.ignore_value), alpha_value(a.alpha_value), grad_scale(a.grad_scale),
-        int_gamma(-1), hard(a.hard), gamma_zero(a.gamma == 0.f), has_ignore(a.has_ignore),
-        has_alpha_value(a.has_alpha_value) {
+      : gamma(a.opt.gamma), smooth_scale(1.f - a.opt.label_smoothing),
+        smooth_shift(0.5f * a.opt.label_smoothing),
+        ignore(static_cast<float>(a.opt.ignore_index)), alpha_value(a.opt.alpha),
+        int_gamma(-1),
+        // Integer/bool targets without smoothing are exactly 0/1: the select path.
+        hard(!is_floating(a.target_dtype) && a.opt.label_smoothing == 0.f),
+        gamma_zero(a.opt.gamma == 0.f), has_ignore(a.opt.has_ignore_index),
+        has_alpha_value(alpha_mode(a) == AlphaMode::Scalar) {
     for (int k = 1; k <= 4; ++k)
-      if (a.gamma == static_cast<float>(k)) int_gamma = k;
+      if (a.opt.gamma == static_cast<float>(k)) int_gamma = k;
   }
 };
 
 struct RowOperands {
   OperandRow alpha, pos_weight, weight;
   RowOperands(const FocalBceArgs& a, int64_t row)
-      : alpha(a.alpha, row), pos_weight(a.pos_weight, row), weight(a.weight, row) {}
+      : alpha(a.operands[FocalBceOperands::alpha], row),
+        pos_weight(a.operands[FocalBceOperands::pos_weight], row),
+        weight(a.operands[FocalBceOperands::weight], row) {}
 };
 
 // Loss and d loss/dx for n lanes at columns [col, col + n); 0 where ignored.
@@ -78,90 +78,31 @@ inline void focal_bce_vec(const Vec& x, Vec t, const RowOperands& ops, int64_t c
   }
 }
 
-inline bool has_operand(const FocalBceArgs& a) {
-  return a.alpha.ptr || a.pos_weight.ptr || a.weight.ptr;
-}
-
-template <typename xT, typename tT>
-void forward_typed(const FocalBceArgs& a) {
-  const auto* x = static_cast<const xT*>(a.input);
-  const auto* t = static_cast<const tT*>(a.target);
-  auto* out = static_cast<xT*>(a.out);
-  auto* grad_out = static_cast<xT*>(a.grad);
-  const FocalConsts c(a);
-  // Without operands rows don't matter: one long row gives fewer partial vectors.
-  const int64_t cols = has_operand(a) ? a.cols : std::max<int64_t>(a.numel, 1);
-  const int64_t n_chunks = (a.numel + kChunk - 1) / kChunk;
-  std::vector<float> psum(a.reduce ? n_chunks : 0);
-  std::vector<int64_t> pcnt(a.reduce ? n_chunks : 0);
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t chunk = c0; chunk < c1; ++chunk) {
-      const int64_t begin = chunk * kChunk, end = std::min(a.numel, begin + kChunk);
-      Vec acc(0.f), cnt(0.f);
-      for_each_vector(begin, end, cols, [&](int64_t row, int64_t col, int64_t i, int64_t n) {
-        Vec loss, grad, keep;
-        focal_bce_vec(load_as_float(x + i, n), load_as_float(t + i, n), RowOperands(a, row),
-                      col, n, c, loss, grad, keep);
-        if (!a.reduce) {
-          store_as(out + i, loss, n);
-          return;
-        }
-        acc = acc + Vec::set(Vec(0.f), loss, n);
-        if (c.has_ignore) cnt = cnt + Vec::set(Vec(0.f), keep, n);
-        if (a.write_grad) store_as(grad_out + i, grad * c.grad_scale, n);
-      });
-      if (a.reduce) {
-        psum[chunk] = lane_sum(acc);
-        pcnt[chunk] = c.has_ignore ? static_cast<int64_t>(lane_sum(cnt)) : end - begin;
-      }
-    }
-  });
-  if (!a.reduce) return;
-  double total = 0.0;
-  int64_t count = 0;
-  for (int64_t k = 0; k < n_chunks; ++k) {
-    total += psum[k];
-    count += pcnt[k];
+// The elementwise-driver view of one call (kernel_common.h).
+struct FocalBce {
+  static constexpr bool kScaleGrad = true;
+  const FocalBceArgs& a;
+  const FocalConsts c;
+  const Vec grad_scale;
+  const int64_t cols;
+  const bool count_kept, mean;
+  explicit FocalBce(const FocalBceArgs& args)
+      : a(args), c(args),
+        // A mean without ignore_index has a known divisor: the gradient takes it now.
+        grad_scale(args.mean && !args.opt.has_ignore_index && args.numel
+                       ? 1.f / static_cast<float>(args.numel)
+                       : 1.f),
+        cols(operand_cols(args, any_operand(args))),
+        count_kept(args.opt.has_ignore_index), mean(args.mean) {}
+  // Always inlined into the driver: a vector then costs the one call the
+  // loss maths itself may take, not two.
+  C10_ALWAYS_INLINE void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t,
+                                    int64_t n, Vec& loss, Vec& grad, Vec& keep) const {
+    focal_bce_vec(x, t, RowOperands(a, row), col, n, c, loss, grad, keep);
   }
-  float scale = 1.f;
-  if (a.mean) {
-    double denom = a.has_ignore ? std::max<int64_t>(count, 1) : count;
-    if (a.has_ignore) scale = static_cast<float>(1.0 / denom);
-    total = total / denom;
-  }
-  out[0] = static_cast<xT>(static_cast<float>(total));
-  *a.scale = scale;
-}
+};
 
-template <typename xT, typename tT>
-void backward_typed(const FocalBceArgs& a) {
-  const auto* x = static_cast<const xT*>(a.input);
-  const auto* t = static_cast<const tT*>(a.target);
-  const auto* g_out = static_cast<const xT*>(a.grad_output);
-  auto* g_in = static_cast<xT*>(a.grad);
-  const FocalConsts c(a);
-  const int64_t cols = has_operand(a) ? a.cols : std::max<int64_t>(a.numel, 1);
-  const int64_t n_chunks = (a.numel + kChunk - 1) / kChunk;
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    const int64_t begin = c0 * kChunk, end = std::min(a.numel, c1 * kChunk);
-    for_each_vector(begin, end, cols, [&](int64_t row, int64_t col, int64_t i, int64_t n) {
-      Vec loss, grad, keep;
-      focal_bce_vec(load_as_float(x + i, n), load_as_float(t + i, n), RowOperands(a, row), col,
-                    n, c, loss, grad, keep);
-      store_as(g_in + i, grad * load_as_float(g_out + i, n), n);
-    });
-  });
-}
-
-void focal_bce_forward(const FocalBceArgs& a) {
-  dispatch_pair(a.input_dtype, a.target_dtype,
-                [&](auto xs, auto ts) { forward_typed<decltype(xs), decltype(ts)>(a); });
-}
-
-void focal_bce_backward(const FocalBceArgs& a) {
-  dispatch_pair(a.input_dtype, a.target_dtype,
-                [&](auto xs, auto ts) { backward_typed<decltype(xs), decltype(ts)>(a); });
-}
+void run(const FocalBceArgs& a, Pass pass) { run_elementwise(a, pass, FocalBce(a)); }
 
 }  // namespace CPU_CAPABILITY
 }  // namespace cpu

@@ -1,24 +1,39 @@
 // GHM-C on the CPU, written once and compiled per capability (ghmc_default.cpp,
-// ghmc_avx2.cpp, ghmc_avx512.cpp). Semantics: ../ghmc_args.h and
-// fused_losses/reference/ghmc.py.
+// ghmc_avx2.cpp, ghmc_avx512.cpp). Semantics: fused_losses/reference/ghmc.py
+// (mmdet's GHMC), per element:
+//   g = |σ(x) - t|, valid = label_weight > 0 (all valid without label_weight)
+//   bin b: edges[b] <= g < edges[b+1], edges[i] = float(i)/float(bins) in fp32,
+//          edges[bins] = 1.0f + 1e-6f; a valid g outside [0, edges[bins]) (or NaN)
+//          is in no bin.
+//   tot = max(#valid, 1); per non-empty bin: w_b = tot / count_b, or with
+//   momentum m > 0: acc_sum[b] = m·acc_sum[b] + (1-m)·count_b, w_b = tot / acc_sum[b];
+//   empty bins: w_b = 0 and acc_sum[b] untouched; n = #non-empty bins; w_b /= n if n > 0.
+//   loss_e = w_{b(e)} · bce(x, t) (0·bce for elements in no bin or invalid, so a
+//   NaN logit still makes the loss NaN); mean = Σ loss_e / tot, sum = Σ loss_e.
+//   d loss_e/dx = w_{b(e)} · (σ(x) - t)   (weights are constants).
+// Three passes, each a Pass of cpu_run/cuda_run:
+//   Histogram: out = int64 [bins + 1], valid elements per bin, then those in no bin;
+//   Weights:   input = that histogram, out = float32 [bins] w_b (÷ tot when mean),
+//              aux = acc_sum, updated in place when momentum > 0;
+//   Forward/Backward: the elementwise loss with operands (label_weight, weights).
+// The caller may all-reduce the histogram across ranks between the first two.
 //
 // The histogram and the loss passes walk the same fixed chunks of kChunk
-// elements as focal_bce and bin an element with the same vector code
+// elements (kernel_common.h) and bin an element with the same vector code
 // (ghmc_slot), so the loss pass weights every element by the bin the
 // histogram counted it in. Chunks, not threads, own the partials, and they
 // are combined in chunk order: results are bit-identical for any thread count.
 #pragma once
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <vector>
 
-#include "../ghmc_args.h"
 #include "kernel_common.h"
 
 namespace fused_losses {
 namespace cpu {
 namespace CPU_CAPABILITY {
+
+using GhmcArgs = LaunchArgs<GhmcOptions>;
 
 // Per-call tables. A bin index travels as a float lane (a small exact
 // integer) and becomes int32 only to address a table: "slot" bins means the
@@ -27,22 +42,27 @@ struct GhmcConsts {
   alignas(64) float edges[kGhmcMaxBins + 1];    // edges[0..bins]
   alignas(64) float weights[kGhmcMaxBins + 2];  // w_b, then 0 for both extra slots
   Vec fbins, last_bin, edge_end, no_bin, invalid;
-  explicit GhmcConsts(const GhmcArgs& a)
-      : fbins(static_cast<float>(a.bins)),
-        last_bin(static_cast<float>(a.bins - 1)),
+  explicit GhmcConsts(const GhmcArgs& a, int32_t bins)
+      : fbins(static_cast<float>(bins)),
+        last_bin(static_cast<float>(bins - 1)),
         edge_end(1.0f + 1e-6f),
-        no_bin(static_cast<float>(a.bins)),
-        invalid(static_cast<float>(a.bins + 1)) {
-    TORCH_CHECK(a.bins >= 1 && a.bins <= kGhmcMaxBins, "fused_losses: ghmc bins must be in [1, ",
-                kGhmcMaxBins, "], got ", a.bins);
+        no_bin(static_cast<float>(bins)),
+        invalid(static_cast<float>(bins + 1)) {
     // The reference's fp32 edges: arange(bins + 1).float() / bins, last one + 1e-6.
-    for (int32_t i = 0; i < a.bins; ++i)
-      edges[i] = static_cast<float>(i) / static_cast<float>(a.bins);
-    edges[a.bins] = 1.0f + 1e-6f;
-    for (int32_t i = 0; i < a.bins + 2; ++i)
-      weights[i] = (a.weights && i < a.bins) ? a.weights[i] : 0.f;
+    for (int32_t i = 0; i < bins; ++i)
+      edges[i] = static_cast<float>(i) / static_cast<float>(bins);
+    edges[bins] = 1.0f + 1e-6f;
+    const float* w = a.operands[GhmcOperands::weights].ptr;
+    for (int32_t i = 0; i < bins + 2; ++i) weights[i] = (w && i < bins) ? w[i] : 0.f;
   }
 };
+
+// bins sizes the tables above: checked again here, whoever calls.
+inline int32_t ghmc_bins(const GhmcArgs& a) {
+  TORCH_CHECK(a.opt.bins >= 1 && a.opt.bins <= kGhmcMaxBins,
+              "fused_losses: ghmc bins must be in [1, ", kGhmcMaxBins, "], got ", a.opt.bins);
+  return static_cast<int32_t>(a.opt.bins);
+}
 
 // The slot of n lanes: their bin b (edges[b] <= g < edges[b+1] with
 // g = |σ(x) - t|), bins when g is NaN or >= edges[bins], bins + 1 when invalid.
@@ -78,21 +98,19 @@ inline void ghmc_vec(const Vec& x, const Vec& t, const OperandRow& label_weight,
   grad = w * (one_minus_t * s.s_p - t * s.s_n);  // σ(x) - t without 1 - σ(x) cancelling
 }
 
-// Without label_weight rows don't matter: one long row gives fewer partial vectors.
 inline int64_t ghmc_cols(const GhmcArgs& a) {
-  return a.label_weight.ptr ? a.cols : std::max<int64_t>(a.numel, 1);
+  return operand_cols(a, a.operands[GhmcOperands::label_weight].ptr != nullptr);
 }
-
-inline int64_t ghmc_chunks(const GhmcArgs& a) { return (a.numel + kChunk - 1) / kChunk; }
 
 template <typename xT, typename tT>
 void histogram_typed(const GhmcArgs& a) {
   const auto* x = static_cast<const xT*>(a.input);
   const auto* t = static_cast<const tT*>(a.target);
-  const GhmcConsts c(a);
-  const int64_t bins = a.bins;
+  const int64_t bins = ghmc_bins(a);
+  const GhmcConsts c(a, static_cast<int32_t>(bins));
   const int64_t cols = ghmc_cols(a);
-  const int64_t n_chunks = ghmc_chunks(a);
+  const int64_t n_chunks = (a.numel + kChunk - 1) / kChunk;
+  const Operand& label_weight = a.operands[GhmcOperands::label_weight];
   // Each lane counts into its own table, so the increments of one vector
   // never wait on each other when its elements share a bin (the usual case).
   const int64_t stride = bins + 2;
@@ -107,7 +125,7 @@ void histogram_typed(const GhmcArgs& a) {
       std::fill(counts.begin(), counts.end(), 0);
       for_each_vector(begin, end, cols, [&](int64_t row, int64_t col, int64_t i, int64_t n) {
         Vec slot = ghmc_slot(sigmoids(load_as_float(x + i, n)).s_p, load_as_float(t + i, n),
-                             OperandRow(a.label_weight, row), col, n, c);
+                             OperandRow(label_weight, row), col, n, c);
         alignas(64) int32_t where[kLanes];
         at::vec::convert_to_int_of_same_size(slot + lane_base).store(where);
         if (n == kLanes) {
@@ -124,112 +142,78 @@ void histogram_typed(const GhmcArgs& a) {
       }
     }
   });
-  std::fill(a.hist, a.hist + bins + 1, int64_t{0});
+  auto* hist = static_cast<int64_t*>(a.out);
+  std::fill(hist, hist + bins + 1, int64_t{0});
   for (int64_t chunk = 0; chunk < n_chunks; ++chunk)
-    for (int64_t b = 0; b <= bins; ++b) a.hist[b] += partial[chunk * (bins + 1) + b];
-}
-
-template <typename xT, typename tT>
-void forward_typed(const GhmcArgs& a) {
-  const auto* x = static_cast<const xT*>(a.input);
-  const auto* t = static_cast<const tT*>(a.target);
-  auto* out = static_cast<xT*>(a.out);
-  auto* grad_out = static_cast<xT*>(a.grad);
-  const GhmcConsts c(a);
-  const int64_t cols = ghmc_cols(a);
-  const int64_t n_chunks = ghmc_chunks(a);
-  std::vector<float> psum(a.reduce ? n_chunks : 0);
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t chunk = c0; chunk < c1; ++chunk) {
-      const int64_t begin = chunk * kChunk, end = std::min(a.numel, begin + kChunk);
-      Vec acc(0.f);
-      for_each_vector(begin, end, cols, [&](int64_t row, int64_t col, int64_t i, int64_t n) {
-        Vec loss, grad;
-        ghmc_vec(load_as_float(x + i, n), load_as_float(t + i, n),
-                 OperandRow(a.label_weight, row), col, n, c, loss, grad);
-        if (!a.reduce) {
-          store_as(out + i, loss, n);
-          return;
-        }
-        acc = acc + Vec::set(Vec(0.f), loss, n);
-        if (a.write_grad) store_as(grad_out + i, grad, n);
-      });
-      if (a.reduce) psum[chunk] = lane_sum(acc);
-    }
-  });
-  if (!a.reduce) return;
-  // The weights already hold 1/tot for a mean: both reductions are a plain sum.
-  double total = 0.0;
-  for (int64_t k = 0; k < n_chunks; ++k) total += psum[k];
-  out[0] = static_cast<xT>(static_cast<float>(total));
-}
-
-template <typename xT, typename tT>
-void backward_typed(const GhmcArgs& a) {
-  const auto* x = static_cast<const xT*>(a.input);
-  const auto* t = static_cast<const tT*>(a.target);
-  const auto* g_out = static_cast<const xT*>(a.grad_output);
-  auto* g_in = static_cast<xT*>(a.grad);
-  const GhmcConsts c(a);
-  const int64_t cols = ghmc_cols(a);
-  const int64_t n_chunks = ghmc_chunks(a);
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    const int64_t begin = c0 * kChunk, end = std::min(a.numel, c1 * kChunk);
-    for_each_vector(begin, end, cols, [&](int64_t row, int64_t col, int64_t i, int64_t n) {
-      Vec loss, grad;
-      ghmc_vec(load_as_float(x + i, n), load_as_float(t + i, n),
-               OperandRow(a.label_weight, row), col, n, c, loss, grad);
-      store_as(g_in + i, grad * load_as_float(g_out + i, n), n);
-    });
-  });
-}
-
-void ghmc_histogram(const GhmcArgs& a) {
-  dispatch_input(a.input_dtype, [&](auto xs) {
-    dispatch_target(a.target_dtype, [&](auto ts) {
-      histogram_typed<decltype(xs), decltype(ts)>(a);
-    });
-  });
+    for (int64_t b = 0; b <= bins; ++b) hist[b] += partial[chunk * (bins + 1) + b];
 }
 
 // Scalar and tiny (bins <= 64), in the reference's fp32 operation order:
 // every product and quotient is rounded on its own, as separate torch ops are.
 void ghmc_weights(const GhmcArgs& a) {
-  const int32_t bins = a.bins;
+  const int32_t bins = ghmc_bins(a);
+  const auto* hist = static_cast<const int64_t*>(a.input);
+  float* const weights = static_cast<float*>(a.out);
+  float* const acc_sum = a.aux;
   int64_t total = 0;
-  for (int32_t b = 0; b <= bins; ++b) total += a.hist[b];
+  for (int32_t b = 0; b <= bins; ++b) total += hist[b];
   const float tot = static_cast<float>(std::max<int64_t>(total, 1));
-  const bool ema = a.momentum > 0.f && a.acc_sum != nullptr;
-  const float keep = a.momentum, take = a.one_minus_momentum;
+  const bool ema = a.opt.momentum > 0.f && acc_sum != nullptr;
+  // 1 - m formed in double and rounded once, as torch rounds the Python scalar;
+  // m itself arrives as fp32, so a non-dyadic m (0.6) can be an ulp off torch's.
+  const float keep = a.opt.momentum;
+  const float take = static_cast<float>(1.0 - static_cast<double>(a.opt.momentum));
   int32_t nonempty = 0;
   for (int32_t b = 0; b < bins; ++b) {
-    const float count = static_cast<float>(a.hist[b]);
-    a.weights[b] = 0.f;
+    const float count = static_cast<float>(hist[b]);
+    weights[b] = 0.f;
     if (!(count > 0.f)) continue;  // empty bin: weight 0, acc_sum untouched
     ++nonempty;
     float denom = count;
     if (ema) {
-      denom = mul_unfused(keep, a.acc_sum[b]) + mul_unfused(take, count);
-      a.acc_sum[b] = denom;
+      denom = mul_unfused(keep, acc_sum[b]) + mul_unfused(take, count);
+      acc_sum[b] = denom;
     }
-    a.weights[b] = tot / denom;
+    weights[b] = tot / denom;
   }
   const float n = static_cast<float>(std::max<int32_t>(nonempty, 1));
   for (int32_t b = 0; b < bins; ++b) {
-    float w = a.weights[b] / n;
+    float w = weights[b] / n;
     if (a.mean) w = w / tot;
-    a.weights[b] = w;
+    weights[b] = w;
   }
 }
 
-void ghmc_forward(const GhmcArgs& a) {
-  dispatch_pair(a.input_dtype, a.target_dtype,
-                [&](auto xs, auto ts) { forward_typed<decltype(xs), decltype(ts)>(a); });
-}
+// The elementwise-driver view of a loss pass (kernel_common.h). The weights
+// carry the mean's 1/tot, so the gradient needs no scale and both reductions
+// are a plain sum.
+struct Ghmc {
+  static constexpr bool kScaleGrad = false;
+  const Operand& label_weight;
+  const GhmcConsts c;
+  const Vec grad_scale{1.f};
+  const int64_t cols;
+  const bool count_kept = false, mean = false;
+  explicit Ghmc(const GhmcArgs& a)
+      : label_weight(a.operands[GhmcOperands::label_weight]), c(a, ghmc_bins(a)),
+        cols(ghmc_cols(a)) {}
+  // Always inlined into the driver: a vector then costs the one call the
+  // loss maths itself may take, not two.
+  C10_ALWAYS_INLINE void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t,
+                                    int64_t n, Vec& loss, Vec& grad, Vec&) const {
+    ghmc_vec(x, t, OperandRow(label_weight, row), col, n, c, loss, grad);
+  }
+};
 
-void ghmc_backward(const GhmcArgs& a) {
-  dispatch_pair(a.input_dtype, a.target_dtype,
-                [&](auto xs, auto ts) { backward_typed<decltype(xs), decltype(ts)>(a); });
+void run(const GhmcArgs& a, Pass pass) {
+  switch (pass) {
+    case Pass::Histogram:
+      return dispatch_pair(a.input_dtype, a.target_dtype, [&](auto xs, auto ts) {
+        histogram_typed<decltype(xs), decltype(ts)>(a);
+      });
+    case Pass::Weights: return ghmc_weights(a);
+    default: return run_elementwise(a, pass, Ghmc(a));
+  }
 }
 
 }  // namespace CPU_CAPABILITY

@@ -1,3 +1,5 @@
-// softmax_focal CPU kernels for the default capability; setup.py adds this
-// file's ISA flags and CPU_CAPABILITY macros by its name.
+// softmax_focal CPU kernels for the baseline capability (see dispatch.cpp): no ISA
+// beyond the compiler's default, so this build runs on every CPU.
+#define CPU_CAPABILITY DEFAULT
+#define CPU_CAPABILITY_DEFAULT
 #include "softmax_focal_kernel.h"

@@ -1,5 +1,6 @@
-// Row-wise softmax machinery shared by the class-index CPU kernels
-// (softmax_focal_kernel.h, dsc_kernel.h). Included once per capability.
+// Row-wise softmax machinery and the row driver shared by the class-index
+// CPU kernels (softmax_focal_kernel.h, dsc_kernel.h). Included once per
+// capability.
 //
 // A row is first made a contiguous float buffer (free for fp32 rows with
 // class stride 1), then three vector passes run over it while it sits in
@@ -135,16 +136,70 @@ inline void for_rows(int64_t rows, int64_t cols, F&& f) {
   at::parallel_for(0, rows, grain, f);
 }
 
-template <typename F>
-inline void dispatch_index(DType d, F&& f) {
-  switch (d) {
-    case DType::UInt8: return f(uint8_t{});
-    case DType::Int8: return f(int8_t{});
-    case DType::Int16: return f(int16_t{});
-    case DType::Int32: return f(int32_t{});
-    case DType::Int64: return f(int64_t{});
-    default: TORCH_CHECK(false, "fused_losses: class-index targets must have an integer dtype");
+// The rows of [N, C, D] logits (D = a.inner; row r = (n, s) starts at
+// n·C·D + s and its classes are D apart), in parallel. For each row,
+//   bool row(const float* x, int64_t y, float gscale, float* g, float& loss, float& w)
+// gives its loss and weight and, with g, its gradient times gscale; it
+// returns false for a dead (ignored) row, whose gradient is zeros. The loss
+// and weight land in per-row slots, summed in row order, so results do not
+// depend on the thread count. A mean divides by Σ w when `weighted`, else by
+// the row count; `fwd_gscale` is the forward gradient's factor.
+template <typename xT, typename tT, typename Options, typename Row>
+void rows_typed(const LaunchArgs<Options>& a, bool backward, float fwd_gscale, bool weighted,
+                const Row& row) {
+  const auto* x = static_cast<const xT*>(a.input);
+  const auto* t = static_cast<const tT*>(a.target);
+  const auto* g_out = static_cast<const xT*>(a.grad_output);
+  auto* grad = static_cast<xT*>(a.grad);
+  const int64_t C = a.cols, D = a.inner;
+  const bool want_grad = backward || a.write_grad;
+  std::vector<float> row_loss(a.rows), row_w(weighted ? a.rows : 0);
+  for_rows(a.rows, C, [&](int64_t r0, int64_t r1) {
+    std::vector<float> xbuf, gbuf(want_grad ? C : 0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / D;
+      const int64_t base = n * C * D + (r - n * D);
+      const float* xr = row_as_float(x + base, D, C, xbuf);
+      const bool direct = std::is_same_v<xT, float> && D == 1;
+      float* g = want_grad ? (direct ? reinterpret_cast<float*>(grad + base) : gbuf.data())
+                           : nullptr;
+      const float gscale = backward ? static_cast<float>(g_out[r]) : fwd_gscale;
+      float w = 0.f;
+      const bool live = row(xr, static_cast<int64_t>(t[r]), gscale, g, row_loss[r], w);
+      if (weighted) row_w[r] = w;
+      if (want_grad && (!direct || !live)) store_row(grad + base, D, C, g, live);
+    }
+  });
+  if (backward) return;
+  auto* out = static_cast<xT*>(a.out);
+  if (!a.reduce) {
+    for (int64_t r = 0; r < a.rows; ++r) out[r] = static_cast<xT>(row_loss[r]);
+    return;
   }
+  double total = 0.0, wsum = 0.0;
+  for (int64_t r = 0; r < a.rows; ++r) {
+    total += row_loss[r];
+    if (weighted) wsum += row_w[r];
+  }
+  float scale = 1.f;
+  if (a.mean) {
+    if (weighted) scale = wsum > 0 ? static_cast<float>(1.0 / wsum) : 0.f;
+    // No rows, or Σ w = 0: 0/0 = NaN, as torch's mean and cross_entropy give.
+    total = total / (weighted ? wsum : static_cast<double>(a.rows));
+  }
+  out[0] = static_cast<xT>(static_cast<float>(total));
+  *a.scale = scale;
+}
+
+template <typename Options, typename Row>
+void run_rows(const LaunchArgs<Options>& a, Pass pass, float fwd_gscale, bool weighted,
+              const Row& row) {
+  dispatch_input(a.input_dtype, [&](auto xs) {
+    dispatch_index(a.target_dtype, [&](auto ts) {
+      rows_typed<decltype(xs), decltype(ts)>(a, pass == Pass::Backward, fwd_gscale, weighted,
+                                             row);
+    });
+  });
 }
 
 }  // namespace CPU_CAPABILITY

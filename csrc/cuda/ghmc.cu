@@ -1,6 +1,6 @@
 // GHM-C on CUDA: kernels and their launchers.
 //
-// The semantics are in csrc/ghmc_args.h and fused_losses/reference/ghmc.py.
+// The semantics are in csrc/cpu/ghmc_kernel.h and fused_losses/reference/ghmc.py.
 // Three passes, all stream-ordered and without a host sync, so a training
 // step stays capturable in a CUDA graph:
 //   1. histogram: per-block integer histograms, summed by one block into hist;
@@ -15,13 +15,11 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
-#include "../ghmc_args.h"
-#include "dispatch.cuh"
+#include "../launch_args.h"
+#include "elementwise.cuh"
+#include "launch.cuh"
 #include "math.cuh"
 
 namespace fused_losses {
@@ -34,10 +32,10 @@ using device::load_operand;
 using device::store_float;
 using device::warp_sum;
 using launch::check_launch;
-using launch::dispatch_input;
-using launch::dispatch_target;
+using launch::require;
+using GhmcArgs = LaunchArgs<GhmcOptions>;
 
-constexpr const char* kLoss = "ghmc";  // names the kernel in errors
+constexpr const char* kLoss = Stem<GhmcOptions>::value;
 
 // Large blocks and a small grid cap: a full grid is still 4-5 waves on an
 // A100/H100 (two resident blocks per SM), so the last wave's tail stays small,
@@ -54,6 +52,25 @@ static_assert(kBlock / (kGhmcMaxBins + 1) >= 1, "_ghmc_hist_sum_kernel needs a r
 
 // Kernels take the GhmcArgs by value; every flag in it is uniform over the
 // grid, so branching on one never diverges a warp.
+
+__host__ __device__ __forceinline__ int bins_of(const GhmcArgs& a) {
+  return static_cast<int>(a.opt.bins);
+}
+
+// Scratch of the two-stage reductions: per-block histograms (Histogram pass)
+// or loss partials (Forward pass with a reduction).
+struct Scratch {
+  int64_t* partial_hist = nullptr;  // blocks · (bins + 1)
+  float* partial_sum = nullptr;     // blocks
+};
+
+Scratch carve(launch::Workspace& w, const GhmcArgs& a, Pass pass) {
+  Scratch s;
+  const int64_t blocks = launch::grid_blocks(a.numel, kBlock, kMaxBlocks);
+  if (pass == Pass::Histogram) s.partial_hist = w.take<int64_t>(blocks * (a.opt.bins + 1));
+  if (pass == Pass::Forward && a.reduce) s.partial_sum = w.take<float>(blocks);
+  return s;
+}
 
 // What one element contributes: its slot (the reference's bin index: 0..bins-1
 // a bin, bins valid but in no bin, bins + 1 invalid) and the sigmoid terms of
@@ -97,9 +114,11 @@ __device__ __forceinline__ Element ghmc_element(const GhmcArgs& p, int64_t i,
   e.t = load_float(static_cast<const TT*>(p.target) + i);
   device::sigmoid_terms(x, &e.log_p, &e.log_n, &e.s_p, &e.s_n);
   // `> 0` is false for a NaN weight, as in the reference.
+  const Operand& label_weight = p.operands[GhmcOperands::label_weight];
   const bool valid =
-      p.label_weight.ptr == nullptr || load_operand(p.label_weight, rc.row, rc.col) > 0.f;
-  e.slot = valid ? bin_of(fabsf(__fsub_rn(e.s_p, e.t)), p.bins) : p.bins + 1;
+      label_weight.ptr == nullptr || load_operand(label_weight, rc.row, rc.col) > 0.f;
+  const int bins = bins_of(p);
+  e.slot = valid ? bin_of(fabsf(__fsub_rn(e.s_p, e.t)), bins) : bins + 1;
   return e;
 }
 
@@ -110,7 +129,8 @@ template <typename Body>
 __device__ __forceinline__ void for_each_index(const GhmcArgs& p, Body&& body) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x;
-  const bool need_rc = p.label_weight.ptr != nullptr;  // else (row, col) is never read
+  // Without label_weight (row, col) is never read.
+  const bool need_rc = p.operands[GhmcOperands::label_weight].ptr != nullptr;
   device::RowCol rc;
   if (need_rc) rc.start(first + threadIdx.x, step, p.cols);
   for (int64_t base = first; base < p.numel; base += step) {
@@ -142,7 +162,9 @@ __device__ __forceinline__ void count_slot(unsigned* warp_counts, int slot, int 
 // result independent of the order of the adds. 32-bit counters are enough:
 // a warp sees numel / (kMaxBlocks·kWarps) elements at most.
 template <typename TIn, typename TT>
-__global__ void __launch_bounds__(kBlock) _ghmc_hist_kernel(const GhmcArgs p) {
+__global__ void __launch_bounds__(kBlock) _ghmc_hist_kernel(const GhmcArgs p,
+                                                           int64_t* partial_hist) {
+  const int bins = bins_of(p);
   __shared__ unsigned counts[kWarps][kGhmcMaxBins + 1];
   for (int k = threadIdx.x; k < kWarps * (kGhmcMaxBins + 1); k += blockDim.x) {
     counts[k / (kGhmcMaxBins + 1)][k % (kGhmcMaxBins + 1)] = 0u;
@@ -150,14 +172,14 @@ __global__ void __launch_bounds__(kBlock) _ghmc_hist_kernel(const GhmcArgs p) {
   __syncthreads();
   unsigned* const warp_counts = counts[threadIdx.x / kWarpSize];
   for_each_index(p, [&](int64_t i, bool active, const device::RowCol& rc) {
-    const int slot = active ? ghmc_element<TIn, TT>(p, i, rc).slot : p.bins + 1;
-    count_slot(warp_counts, slot, p.bins);
+    const int slot = active ? ghmc_element<TIn, TT>(p, i, rc).slot : bins + 1;
+    count_slot(warp_counts, slot, bins);
   });
   __syncthreads();
-  if (static_cast<int>(threadIdx.x) <= p.bins) {
+  if (static_cast<int>(threadIdx.x) <= bins) {
     int64_t total = 0;
     for (int w = 0; w < kWarps; ++w) total += counts[w][threadIdx.x];
-    p.partial_hist[static_cast<int64_t>(blockIdx.x) * (p.bins + 1) + threadIdx.x] = total;
+    partial_hist[static_cast<int64_t>(blockIdx.x) * (bins + 1) + threadIdx.x] = total;
   }
 }
 
@@ -225,14 +247,14 @@ __global__ void __launch_bounds__(kWarpSize) _ghmc_weights_kernel(
 // logit still makes the loss NaN, as in the reference.
 __device__ __forceinline__ void stage_weights(const GhmcArgs& p, float* w) {
   const int k = threadIdx.x;
-  if (k < kSlots) w[k] = k < p.bins ? p.weights[k] : 0.f;
+  if (k < kSlots) w[k] = k < bins_of(p) ? p.operands[GhmcOperands::weights].ptr[k] : 0.f;
   __syncthreads();
 }
 
 // Pass 3. reduce: per-block loss partial; otherwise the elementwise loss. write_grad:
 // the unscaled gradient w·(σ(x) - t).
 template <typename TIn, typename TT>
-__global__ void __launch_bounds__(kBlock) _ghmc_fwd_kernel(const GhmcArgs p) {
+__global__ void __launch_bounds__(kBlock) _ghmc_fwd_kernel(const GhmcArgs p, float* partial_sum) {
   __shared__ float w[kSlots];
   stage_weights(p, w);
   TIn* const out = static_cast<TIn*>(p.out);
@@ -255,7 +277,7 @@ __global__ void __launch_bounds__(kBlock) _ghmc_fwd_kernel(const GhmcArgs p) {
   // block_sum barriers or none does.
   if (!p.reduce) return;
   sum = block_sum(sum);
-  if (threadIdx.x == 0) p.partial_sum[blockIdx.x] = sum;
+  if (threadIdx.x == 0) partial_sum[blockIdx.x] = sum;
 }
 
 // reduction="none" backward: grad_input = w·(σ(x) - t)·grad_output.
@@ -273,119 +295,80 @@ __global__ void __launch_bounds__(kBlock) _ghmc_bwd_kernel(const GhmcArgs p) {
   });
 }
 
-// Pass 3, second stage, one block: out = Σ partials in a fixed order (the
-// weights already carry the mean's 1/tot). Runs for numel == 0 too: out = 0.
-template <typename TOut>
-__global__ void __launch_bounds__(kBlock) _ghmc_sum_partials_kernel(const float* partial_sum,
-                                                                   int64_t n_partials,
-                                                                   TOut* out) {
-  float total = 0.f;
-  for (int64_t j = threadIdx.x; j < n_partials; j += blockDim.x) total += partial_sum[j];
-  total = block_sum(total);
-  if (threadIdx.x == 0) store_float(out, total);
-}
-
 // ---------------------------------------------------------------------------
 // Host side
 // ---------------------------------------------------------------------------
 
-void require(bool ok, const char* message) {
-  if (!ok) throw std::invalid_argument(std::string("fused_losses: ghmc CUDA: ") + message);
+void histogram(const GhmcArgs& a, const Scratch& scratch, int64_t blocks, cudaStream_t s) {
+  elementwise::check_inputs(a, kLoss);
+  require(a.out != nullptr, kLoss, "out (the histogram) must be set");
+  require(blocks == 0 || scratch.partial_hist != nullptr, kLoss, "the workspace must be set");
+  if (blocks > 0) {
+    launch::dispatch_pair(a, kLoss, [&](auto in, auto tt) {
+      using TIn = typename decltype(in)::type;
+      _ghmc_hist_kernel<TIn, typename decltype(tt)::type>
+          <<<static_cast<unsigned>(blocks), kBlock, 0, s>>>(a, scratch.partial_hist);
+    });
+    check_launch("_ghmc_hist_kernel");
+  }
+  _ghmc_hist_sum_kernel<<<1, kBlock, 0, s>>>(scratch.partial_hist, blocks, bins_of(a) + 1,
+                                             static_cast<int64_t*>(a.out));
+  check_launch("_ghmc_hist_sum_kernel");
 }
 
-void check_elementwise(const GhmcArgs& a) {
-  require(a.numel >= 0, "numel must be >= 0");
-  require(a.numel == 0 || a.cols >= 1, "cols must be >= 1 for a non-empty input");
-  require(a.bins >= 1 && a.bins <= kGhmcMaxBins, "bins must be in 1..64");
-  require(a.numel == 0 || (a.input != nullptr && a.target != nullptr),
-          "input and target must be set");
+// input: the histogram; out: the weights; aux: acc_sum.
+void weights(const GhmcArgs& a, cudaStream_t s) {
+  require(a.input != nullptr && a.out != nullptr, kLoss, "hist and weights must be set");
+  require(!(a.opt.momentum > 0.f) || a.aux != nullptr, kLoss,
+          "acc_sum must be set when momentum > 0");
+  // 1 - m formed in double and rounded once, as torch rounds the Python scalar.
+  const float one_minus_momentum = static_cast<float>(1.0 - static_cast<double>(a.opt.momentum));
+  _ghmc_weights_kernel<<<1, kWarpSize, 0, s>>>(static_cast<const int64_t*>(a.input), bins_of(a),
+                                               a.aux, a.opt.momentum, one_minus_momentum,
+                                               a.mean, static_cast<float*>(a.out));
+  check_launch("_ghmc_weights_kernel");
 }
 
-// Calls f(Tag<TIn>, Tag<TT>) for the logits and target types of `a`.
-template <typename F>
-void dispatch_types(const GhmcArgs& a, F&& f) {
-  dispatch_input(a.input_dtype, kLoss, [&](auto in_tag) {
-    dispatch_target(a.target_dtype, kLoss, [&](auto target_tag) { f(in_tag, target_tag); });
+// The loss passes on the elementwise host skeleton (elementwise.cuh). The
+// weights already carry a mean's 1/tot: the partials are summed, never divided.
+void loss(const GhmcArgs& a, Pass pass, const Scratch& scratch, int64_t blocks,
+          cudaStream_t s) {
+  const auto grid = static_cast<unsigned>(blocks);
+  require(blocks == 0 || a.operands[GhmcOperands::weights].ptr != nullptr, kLoss,
+          "weights must be set");
+  if (pass == Pass::Backward) {
+    return elementwise::backward(a, kLoss, "_ghmc_bwd_kernel", blocks, [&](auto in, auto tt) {
+      using TIn = typename decltype(in)::type;
+      _ghmc_bwd_kernel<TIn, typename decltype(tt)::type><<<grid, kBlock, 0, s>>>(a);
+    });
+  }
+  const elementwise::Reduction r{{scratch.partial_sum, nullptr}, kBlock, false, false};
+  elementwise::forward(a, kLoss, "_ghmc_fwd_kernel", blocks, r, s, [&](auto in, auto tt) {
+    using TIn = typename decltype(in)::type;
+    _ghmc_fwd_kernel<TIn, typename decltype(tt)::type><<<grid, kBlock, 0, s>>>(
+        a, scratch.partial_sum);
   });
 }
 
 }  // namespace
 
-int64_t ghmc_cuda_num_partials(int64_t numel) {
-  if (numel <= 0) return 0;
-  return std::min<int64_t>((numel + kBlock - 1) / kBlock, kMaxBlocks);
+int64_t cuda_workspace_bytes(const GhmcArgs& a, Pass pass) {
+  launch::Workspace w(nullptr);
+  carve(w, a, pass);
+  return w.bytes();
 }
 
-void ghmc_cuda_histogram(const GhmcArgs& a, void* stream) {
-  check_elementwise(a);
-  const int64_t blocks = ghmc_cuda_num_partials(a.numel);
-  require(a.hist != nullptr, "hist must be set");
-  require(blocks == 0 || a.partial_hist != nullptr, "partial_hist must be set");
+void cuda_run(const GhmcArgs& a, Pass pass, void* stream) {
+  require(a.opt.bins >= 1 && a.opt.bins <= kGhmcMaxBins, kLoss, "bins must be in 1..64");
   const auto s = static_cast<cudaStream_t>(stream);
-  if (blocks > 0) {
-    dispatch_types(a, [&](auto in_tag, auto target_tag) {
-      using TIn = typename decltype(in_tag)::type;
-      using TT = typename decltype(target_tag)::type;
-      _ghmc_hist_kernel<TIn, TT><<<static_cast<unsigned>(blocks), kBlock, 0, s>>>(a);
-    });
-    check_launch("_ghmc_hist_kernel");
+  const int64_t blocks = launch::grid_blocks(a.numel, kBlock, kMaxBlocks);
+  launch::Workspace w(a.workspace);
+  const Scratch scratch = carve(w, a, pass);
+  switch (pass) {
+    case Pass::Histogram: return histogram(a, scratch, blocks, s);
+    case Pass::Weights: return weights(a, s);
+    default: return loss(a, pass, scratch, blocks, s);
   }
-  _ghmc_hist_sum_kernel<<<1, kBlock, 0, s>>>(a.partial_hist, blocks, a.bins + 1, a.hist);
-  check_launch("_ghmc_hist_sum_kernel");
-}
-
-void ghmc_cuda_weights(const GhmcArgs& a, void* stream) {
-  require(a.bins >= 1 && a.bins <= kGhmcMaxBins, "bins must be in 1..64");
-  require(a.hist != nullptr && a.weights != nullptr, "hist and weights must be set");
-  require(!(a.momentum > 0.f) || a.acc_sum != nullptr, "acc_sum must be set when momentum > 0");
-  const auto s = static_cast<cudaStream_t>(stream);
-  _ghmc_weights_kernel<<<1, kWarpSize, 0, s>>>(a.hist, a.bins, a.acc_sum, a.momentum,
-                                               a.one_minus_momentum, a.mean, a.weights);
-  check_launch("_ghmc_weights_kernel");
-}
-
-void ghmc_cuda_forward(const GhmcArgs& a, void* stream) {
-  check_elementwise(a);
-  const int64_t blocks = ghmc_cuda_num_partials(a.numel);
-  require(blocks == 0 || a.weights != nullptr, "weights must be set");
-  require(blocks == 0 || !a.write_grad || a.grad != nullptr, "grad must be set with write_grad");
-  if (a.reduce) {
-    require(a.out != nullptr, "out must be set");
-    require(blocks == 0 || a.partial_sum != nullptr, "partial_sum must be set for a reduction");
-  } else {
-    require(blocks == 0 || a.out != nullptr, "out must be set");
-  }
-  const auto s = static_cast<cudaStream_t>(stream);
-  if (blocks > 0) {
-    dispatch_types(a, [&](auto in_tag, auto target_tag) {
-      using TIn = typename decltype(in_tag)::type;
-      using TT = typename decltype(target_tag)::type;
-      _ghmc_fwd_kernel<TIn, TT><<<static_cast<unsigned>(blocks), kBlock, 0, s>>>(a);
-    });
-    check_launch("_ghmc_fwd_kernel");
-  }
-  if (!a.reduce) return;
-  dispatch_input(a.input_dtype, kLoss, [&](auto in_tag) {
-    using TIn = typename decltype(in_tag)::type;
-    _ghmc_sum_partials_kernel<TIn><<<1, kBlock, 0, s>>>(a.partial_sum, blocks,
-                                                        static_cast<TIn*>(a.out));
-  });
-  check_launch("_ghmc_sum_partials_kernel");
-}
-
-void ghmc_cuda_backward(const GhmcArgs& a, void* stream) {
-  check_elementwise(a);
-  const int64_t blocks = ghmc_cuda_num_partials(a.numel);
-  if (blocks == 0) return;
-  require(a.weights != nullptr && a.grad_output != nullptr && a.grad != nullptr,
-          "weights, grad_output and grad must be set");
-  const auto s = static_cast<cudaStream_t>(stream);
-  dispatch_types(a, [&](auto in_tag, auto target_tag) {
-    using TIn = typename decltype(in_tag)::type;
-    using TT = typename decltype(target_tag)::type;
-    _ghmc_bwd_kernel<TIn, TT><<<static_cast<unsigned>(blocks), kBlock, 0, s>>>(a);
-  });
-  check_launch("_ghmc_bwd_kernel");
 }
 
 }  // namespace fused_losses

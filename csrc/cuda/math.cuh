@@ -1,6 +1,7 @@
 // fp32 device maths shared by every CUDA loss kernel: the counterpart of
 // fused_losses/triton/_math.py, so both GPU backends take the same stable paths.
-// Also the element loads/stores, operand addressing and block reductions.
+// Also the element loads/stores, operand addressing, block reductions and the
+// fixed-order second stage of the one-pass reductions (sum_partials_kernel).
 // Precise libm calls only (expf/logf/log1pf, never the __expf intrinsics): the
 // build does not use --use_fast_math and the tolerances assume full accuracy.
 #pragma once
@@ -10,7 +11,7 @@
 
 #include <cstdint>
 
-#include "../kernel_types.h"
+#include "../launch_args.h"
 
 namespace fused_losses {
 namespace device {
@@ -20,12 +21,6 @@ constexpr int kWarpSize = 32;
 // ---------------------------------------------------------------------------
 // Elementwise maths
 // ---------------------------------------------------------------------------
-
-// log(1 + e^x): the max keeps e^x from overflowing, log1pf keeps the digits of
-// a tiny e^-|x|. A NaN x reaches the result through the log1pf term.
-__device__ __forceinline__ float softplus(float x) {
-  return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x)));
-}
 
 // log σ(x), log σ(-x), σ(x), σ(-x) from one exp and one log1p. Everything is
 // built on e = exp(-|x|) <= 1, so nothing overflows for any finite x, and the
@@ -215,109 +210,34 @@ __device__ __forceinline__ float block_max_all(float v) {
   return block_broadcast(v);
 }
 
-// ---------------------------------------------------------------------------
-// Row softmax for the class-index losses (softmax focal, DSC): one block per
-// row of C logits with class stride `stride`. The twin of
-// fused_losses/triton/_softmax.py; each loss's gradient is
-//   g_j = c_p·p_j + c_r·(p_j / (1 - p_y))·[j ≠ y] - c_a·a_j + c_y·[j = y]
-// with p_j / (1 - p_y) = e_j / s_other, which stays in [0, 1].
-// ---------------------------------------------------------------------------
-
-struct RowStats {
-  float m, s, s_other;  // max, Σ exp(x_c - m), the same without class y
-  float ax, a_sum;      // Σ a_c·x_c, Σ a_c (dot only; a_c = 1 without a)
-};
-
-struct RowCoefs {
-  float c_p, c_r, c_a, c_y;
-};
-
-// Every thread of the block must call it; every thread gets the row's stats.
-// One pass: each thread keeps an online max/sum-exp over its columns, rescaled
-// only when its max moves, then the block merges them.
-template <typename T>
-__device__ __forceinline__ RowStats block_row_stats(const T* x, int64_t stride, int64_t cols,
-                                                    int64_t y, const float* a, bool dot) {
-  float m = -INFINITY, s = 0.f, s_other = 0.f, ax = 0.f, a_sum = 0.f;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float v = load_float(x + c * stride);
-    if (v > m) {
-      const float r = expf(m - v);
-      s = s * r + 1.f;
-      s_other = s_other * r + (c == y ? 0.f : 1.f);
-      m = v;
-    } else {
-      const float e = expf(v - m);
-      s += e;
-      s_other += c == y ? 0.f : e;
-    }
-    if (dot) {
-      const float w = a != nullptr ? __ldg(a + c) : 1.f;
-      ax += w * v;
-      a_sum += w;
-    }
-  }
-  RowStats st;
-  st.m = block_max_all(m);
-  const float r = m == -INFINITY ? 0.f : expf(m - st.m);  // threads without columns
-  st.s = block_broadcast(block_sum(s * r));
-  st.s_other = block_broadcast(block_sum(s_other * r));
-  st.ax = dot ? block_broadcast(block_sum(ax)) : 0.f;
-  st.a_sum = dot ? block_broadcast(block_sum(a_sum)) : 0.f;
-  return st;
-}
-
-// Writes the row's gradient (zeros when !live: a select, so NaN cannot leak).
-template <typename T>
-__device__ __forceinline__ void block_row_grad(const T* x, T* g, int64_t stride, int64_t cols,
-                                               int64_t y, const RowStats& st, const RowCoefs& k,
-                                               const float* a, bool live) {
-  const float inv_s = 1.f / st.s, inv_so = 1.f / st.s_other;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    float out = 0.f;
-    if (live) {
-      const float e = expf(load_float(x + c * stride) - st.m);
-      const bool is_y = c == y;
-      const float ratio = (is_y || e == 0.f) ? 0.f : fminf(e * inv_so, 1.f);
-      out = k.c_p * (e * inv_s) + k.c_r * ratio + (is_y ? k.c_y : 0.f) -
-            k.c_a * (a != nullptr ? __ldg(a + c) : 1.f);
-      if (e != e) out = e;  // fminf would drop a NaN
-    }
-    store_float(g + c * stride, out);
-  }
-}
-
-// One block: loss = Σ rows (÷ Σ w for a mean, or ÷ n without w); scale =
-// 1/Σ w for a weighted mean (0 when Σ w = 0; the loss is then NaN, as in
-// torch), else 1. Fixed order: deterministic.
+// One block: out = Σ partial_sum in a fixed order; for a mean ÷ the count,
+// Σ partial_count when given, else `count`. clamp_count (an ignore_index in
+// use, so an all-ignored mean is 0, not NaN) clamps it at 1 and reports
+// 1/count in *scale for the saved gradient; otherwise *scale = 1 (scale may
+// be null). A mean of nothing without clamp_count is 0/0 = NaN, as torch's.
 template <typename TOut>
-__global__ void sum_rows_kernel(const float* row_loss, const float* row_w, int64_t n,
-                                TOut* out, float* scale, bool mean) {
-  float total = 0.f, wsum = 0.f;
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-    total += row_loss[j];
-    if (row_w != nullptr) wsum += row_w[j];
+__global__ void __launch_bounds__(1024) sum_partials_kernel(
+    const float* partial_sum, const int32_t* partial_count, int64_t n_partials, int64_t count,
+    TOut* out, float* scale, bool mean, bool clamp_count) {
+  float total = 0.f;
+  int64_t kept = 0;
+  for (int64_t j = threadIdx.x; j < n_partials; j += blockDim.x) {
+    total += partial_sum[j];
+    if (partial_count != nullptr) kept += partial_count[j];
   }
   total = block_sum(total);
-  wsum = block_sum(wsum);
+  // partial_count is grid-uniform: every thread reaches the barriers or none does.
+  if (partial_count != nullptr) count = block_sum(kept);
   if (threadIdx.x != 0) return;
-  float sc = 1.f;
+  float divisor_scale = 1.f;
   if (mean) {
-    const float denom = row_w != nullptr ? wsum : static_cast<float>(n);
-    if (row_w != nullptr) sc = denom > 0.f ? 1.f / denom : 0.f;
-    total = total / denom;
+    if (clamp_count && count < 1) count = 1;
+    const float n_kept = static_cast<float>(count);
+    if (clamp_count) divisor_scale = 1.f / n_kept;
+    total = total / n_kept;
   }
   store_float(out, total);
-  *scale = sc;
-}
-
-// Per-row fp32 losses to the output dtype (reduction="none").
-template <typename TOut>
-__global__ void copy_rows_kernel(const float* row_loss, TOut* out, int64_t n) {
-  for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < n;
-       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    store_float(out + j, row_loss[j]);
-  }
+  if (scale != nullptr) *scale = divisor_scale;
 }
 
 }  // namespace device

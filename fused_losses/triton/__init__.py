@@ -1,5 +1,10 @@
 """Triton kernels, one module per loss. Importing this needs ``triton``."""
+import importlib
+
 import triton  # noqa: F401  (fail here, with ImportError, when triton is absent)
 
-# Importing each module registers its fused_losses::<loss>_triton_* ops.
-from . import asl, dice, dsc, focal_bce, ghmc, softmax_focal  # noqa: F401
+from ..spec import SPECS
+
+# Importing each loss's module registers its fused_losses::<stem>_triton_* ops.
+for _spec in SPECS:
+    importlib.import_module(f"{__name__}.{_spec.stem}")

@@ -74,9 +74,28 @@ def row_col(start, C, inv_c, BLOCK: tl.constexpr, SMALL_C: tl.constexpr):
 
 
 @triton.jit
+def load_xt(x_ptr, t_ptr, start, numel, BLOCK: tl.constexpr):
+    """``(x, t, offs, mask)``: fp32 logits and targets of the elementwise tile at
+    flat offset ``start`` (0 on padding)."""
+    offs = start + tl.arange(0, BLOCK)
+    mask = offs < numel
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    t = tl.load(t_ptr + offs, mask=mask, other=0).to(tl.float32)
+    return x, t, offs, mask
+
+
+@triton.jit
 def load_rc(ptr, row, col, stride_r, stride_c, mask):
     """Load an operand broadcast to [R, C] through (row, column) strides, as fp32."""
     return tl.load(ptr + row * stride_r + col * stride_c, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def rescale_rc(loss, grad, ptr, row, col, stride_r, stride_c, mask):
+    """``(loss·w, grad·w)``: a per-element weight w, broadcast as in ``load_rc``,
+    is a constant factor of the loss, so it scales the gradient alike."""
+    w = load_rc(ptr, row, col, stride_r, stride_c, mask)
+    return loss * w, grad * w
 
 
 @triton.jit

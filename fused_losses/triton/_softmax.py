@@ -95,3 +95,11 @@ def block_c(cols: int) -> tuple[int, int]:
     """(BLOCK_C, num_warps) for rows of ``cols`` classes: one chunk up to 4096."""
     block = min(max(triton.next_power_of_2(max(cols, 1)), 16), 4096)
     return block, (4 if block <= 1024 else 8)
+
+
+@triton.jit
+def store_row(rows_ptr, w_ptr, row, loss, w, WRITE_W: tl.constexpr):
+    """The forward's per-row outputs: the loss and, for a weighted mean, its weight."""
+    tl.store(rows_ptr + row, loss.to(rows_ptr.dtype.element_ty))
+    if WRITE_W:
+        tl.store(w_ptr + row, w)

@@ -1,11 +1,12 @@
-"""Fused asymmetric loss (ASL) in Triton: kernels and their registered ops.
+"""Fused asymmetric loss (ASL) in Triton: the kernel and its registered ops.
 
 Forward (``mean``/``sum``): one pass reads logits and targets once, writes one
 loss partial per program and, when a gradient is needed, d(loss)/d(input)
 already scaled by the reduction; the backward only multiplies by
 ``grad_output``. Forward (``none``) writes the loss; its backward recomputes
-in one pass. See ``fused_losses.reference.asl`` for the formula and the
-subgradients at the clamps.
+in one pass, through the same kernel (``_launch.py``). See
+``fused_losses.reference.asl`` for the formula and the subgradients at the
+clamps.
 """
 from __future__ import annotations
 
@@ -15,14 +16,12 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from .._layout import as_rows, backward_fake, flat_target, fused_outputs, rows_cols
-from ._math import load_rc, log1p_fp32, log_add_exp, row_col, sigmoid_terms
-from ._reduce import launch_sum_partials
-
-BLOCK = 1024
-NUM_WARPS = 4
+from ..spec.asl import SPEC
+from ._launch import broadcast_operands, elementwise_backward, elementwise_forward
+from ._math import load_xt, log1p_fp32, log_add_exp, rescale_rc, row_col, sigmoid_terms
+from ._reduce import write_tile
 
 
 @triton.jit
@@ -86,129 +85,56 @@ def asl_terms(x, t, gamma_pos, gamma_neg, clip, log_eps, CLIP: tl.constexpr,
 
 
 @triton.jit
-def _asl_tile(x_ptr, t_ptr, w_ptr, start, numel, C, inv_c, w_sr, w_sc,
-              gamma_pos, gamma_neg, clip, log_eps,
-              HAS_W: tl.constexpr, CLIP: tl.constexpr, HAS_EPS: tl.constexpr,
-              HARD: tl.constexpr, FOCAL: tl.constexpr, DETACH: tl.constexpr,
-              SMALL_C: tl.constexpr, BLOCK: tl.constexpr):
-    """(loss, d loss/dx, offs, mask) for the tile at flat offset ``start``; 0 on padding."""
+def _asl_kernel(x_ptr, t_ptr, w_ptr, out_ptr, grad_ptr, psum_ptr, pcnt_ptr, gout_ptr, numel,
+                C, inv_c, w_sr, w_sc, gamma_pos, gamma_neg, clip, log_eps, grad_scale,
+                HAS_W: tl.constexpr, CLIP: tl.constexpr, HAS_EPS: tl.constexpr,
+                HARD: tl.constexpr, FOCAL: tl.constexpr, DETACH: tl.constexpr,
+                SMALL_C: tl.constexpr, REDUCE: tl.constexpr, WRITE_GRAD: tl.constexpr,
+                BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+    """Loss and d loss/dx of one tile (0 on padding), written as
+    ``_reduce.write_tile`` says."""
     # torch.compile passes Python floats as fp64 scalars: keep the maths in fp32.
     gamma_pos, gamma_neg = tl.cast(gamma_pos, tl.float32), tl.cast(gamma_neg, tl.float32)
     clip, log_eps = tl.cast(clip, tl.float32), tl.cast(log_eps, tl.float32)
-    offs = start + tl.arange(0, BLOCK)
-    mask = offs < numel
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    t = tl.load(t_ptr + offs, mask=mask, other=0).to(tl.float32)
+    pid = tl.program_id(0).to(tl.int64)
+    start = pid * BLOCK
+    x, t, offs, mask = load_xt(x_ptr, t_ptr, start, numel, BLOCK)
     loss, grad = asl_terms(x, t, gamma_pos, gamma_neg, clip, log_eps, CLIP, HAS_EPS, HARD,
                            FOCAL, DETACH)
     if HAS_W:
         row, col = row_col(start, C, inv_c, BLOCK, SMALL_C)
-        w = load_rc(w_ptr, row, col, w_sr, w_sc, mask)
-        loss *= w
-        grad *= w
-    return tl.where(mask, loss, 0.0), tl.where(mask, grad, 0.0), offs, mask
+        loss, grad = rescale_rc(loss, grad, w_ptr, row, col, w_sr, w_sc, mask)
+    write_tile(pid, offs, mask, mask, tl.where(mask, loss, 0.0), tl.where(mask, grad, 0.0),
+               out_ptr, grad_ptr, psum_ptr, pcnt_ptr, gout_ptr, grad_scale, REDUCE, WRITE_GRAD,
+               True, BACKWARD)
 
 
-@triton.jit
-def _asl_fwd_kernel(x_ptr, t_ptr, w_ptr, out_ptr, grad_ptr, psum_ptr, pcnt_ptr, numel, C,
-                    inv_c, w_sr, w_sc, gamma_pos, gamma_neg, clip, log_eps, grad_scale,
-                    HAS_W: tl.constexpr, CLIP: tl.constexpr, HAS_EPS: tl.constexpr,
-                    HARD: tl.constexpr, FOCAL: tl.constexpr, DETACH: tl.constexpr,
-                    SMALL_C: tl.constexpr, REDUCE: tl.constexpr, WRITE_GRAD: tl.constexpr,
-                    BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    loss, grad, offs, mask = _asl_tile(
-        x_ptr, t_ptr, w_ptr, pid * BLOCK, numel, C, inv_c, w_sr, w_sc, gamma_pos, gamma_neg,
-        clip, log_eps, HAS_W, CLIP, HAS_EPS, HARD, FOCAL, DETACH, SMALL_C, BLOCK)
-    if REDUCE:
-        tl.store(psum_ptr + pid, tl.sum(loss, axis=0))
-        tl.store(pcnt_ptr + pid, tl.sum(mask.to(tl.int32), axis=0))
-        if WRITE_GRAD:
-            g = grad * tl.cast(grad_scale, tl.float32)
-            tl.store(grad_ptr + offs, g.to(grad_ptr.dtype.element_ty), mask=mask)
-    else:
-        tl.store(out_ptr + offs, loss.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _asl_bwd_kernel(x_ptr, t_ptr, w_ptr, gout_ptr, gin_ptr, numel, C, inv_c, w_sr, w_sc,
-                    gamma_pos, gamma_neg, clip, log_eps,
-                    HAS_W: tl.constexpr, CLIP: tl.constexpr, HAS_EPS: tl.constexpr,
-                    HARD: tl.constexpr, FOCAL: tl.constexpr, DETACH: tl.constexpr,
-                    SMALL_C: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    _, grad, offs, mask = _asl_tile(
-        x_ptr, t_ptr, w_ptr, pid * BLOCK, numel, C, inv_c, w_sr, w_sc, gamma_pos, gamma_neg,
-        clip, log_eps, HAS_W, CLIP, HAS_EPS, HARD, FOCAL, DETACH, SMALL_C, BLOCK)
-    g_out = tl.load(gout_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(gin_ptr + offs, (grad * g_out).to(gin_ptr.dtype.element_ty), mask=mask)
-
-
-def _operands(input, target, weight, gamma_pos, gamma_neg, clip, eps, detach_focal_weight):
-    """Kernel arguments shared by the forward and backward launches."""
-    rows, cols = rows_cols(input.shape)
-    t = flat_target(target)
-    w, w_sr, w_sc = as_rows(weight, input.shape, rows, cols)
-    args = (input.contiguous(), t, t if w is None else w)  # t: never read (HAS_W off)
-    sizes = (max(cols, 1), 1.0 / max(cols, 1), w_sr, w_sc, float(gamma_pos),
-             float(gamma_neg), float(clip), math.log(eps) if eps > 0 else 0.0)
-    flags = dict(HAS_W=weight is not None, CLIP=clip > 0, HAS_EPS=eps > 0,
+def _launch_args(input, target, weight, options):
+    """(pointers, sizes, flags) shared by the forward and backward."""
+    o = SPEC.decode(options)
+    pointers, sizes, flags = broadcast_operands(input, target, weight)
+    scalars = (o.gamma_pos, o.gamma_neg, o.clip, math.log(o.eps) if o.eps > 0 else 0.0)
+    flags.update(HAS_W=weight is not None, CLIP=o.clip > 0, HAS_EPS=o.eps > 0,
                  HARD=not target.is_floating_point(),
-                 FOCAL=gamma_pos != 0.0 or gamma_neg != 0.0, DETACH=bool(detach_focal_weight),
-                 SMALL_C=cols < BLOCK, BLOCK=BLOCK, num_warps=NUM_WARPS)
-    return args, sizes, flags
+                 FOCAL=o.gamma_pos != 0.0 or o.gamma_neg != 0.0,
+                 DETACH=o.detach_focal_weight)
+    return pointers, sizes + scalars, flags
 
 
 @triton_op("fused_losses::asl_triton_fwd", mutates_args=())
 def asl_triton_fwd(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
-                   gamma_pos: float, gamma_neg: float, clip: float, eps: float,
-                   detach_focal_weight: bool, reduction: str,
+                   options: list[float], reduction: str,
                    compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (loss, grad, scale): ``grad`` is d(loss)/d(input) for ``mean``/``sum``
-    when ``compute_grad`` (else empty); ``scale`` is 1 (the protocol of ops/_fused.py)."""
-    numel = input.numel()
-    args, sizes, flags = _operands(input, target, weight, gamma_pos, gamma_neg, clip, eps,
-                                   detach_focal_weight)
-    reduce = reduction != "none"
-    mean = reduction == "mean"
-    n_prog = triton.cdiv(numel, BLOCK)
-    device = input.device
-    out, grad, scale = fused_outputs(input, reduction, compute_grad)
-    psum = torch.empty((n_prog if reduce else 0,), dtype=torch.float32, device=device)
-    pcnt = torch.empty((n_prog if reduce else 0,), dtype=torch.int32, device=device)
-    grad_scale = 1.0 / numel if (mean and numel) else 1.0
-    if n_prog:
-        wrap_triton(_asl_fwd_kernel)[(n_prog,)](
-            *args, out, grad, psum, pcnt, numel, *sizes, grad_scale,
-            REDUCE=reduce, WRITE_GRAD=reduce and compute_grad, **flags)
-    if reduce:
-        launch_sum_partials(wrap_triton, psum, pcnt, out, scale, mean, clamp_count=False)
-    else:
-        scale.fill_(1.0)
-    return out, grad, scale
+    when ``compute_grad`` (else empty); ``scale`` is 1 (a mean's 1/numel is in grad)."""
+    pointers, sizes, flags = _launch_args(input, target, weight, options)
+    return elementwise_forward(_asl_kernel, input, pointers, sizes, flags, reduction,
+                               compute_grad, divisor="numel")
 
 
 @triton_op("fused_losses::asl_triton_bwd", mutates_args=())
 def asl_triton_bwd(grad_output: torch.Tensor, input: torch.Tensor, target: torch.Tensor,
-                   weight: Optional[torch.Tensor], gamma_pos: float, gamma_neg: float,
-                   clip: float, eps: float, detach_focal_weight: bool) -> torch.Tensor:
+                   weight: Optional[torch.Tensor], options: list[float]) -> torch.Tensor:
     """d(Σ grad_output·loss)/d(input) for ``reduction="none"``, in one pass."""
-    numel = input.numel()
-    args, sizes, flags = _operands(input, target, weight, gamma_pos, gamma_neg, clip, eps,
-                                   detach_focal_weight)
-    grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
-    n_prog = triton.cdiv(numel, BLOCK)
-    if n_prog:
-        wrap_triton(_asl_bwd_kernel)[(n_prog,)](
-            *args, grad_output.contiguous(), grad_input, numel, *sizes, **flags)
-    return grad_input
-
-
-# Explicit fake kernels: shapes only, so FakeTensor tracing never launches anything.
-@asl_triton_fwd.register_fake
-def _(input, target, weight, gamma_pos, gamma_neg, clip, eps, detach_focal_weight, reduction,
-      compute_grad):
-    return fused_outputs(input, reduction, compute_grad)
-
-
-asl_triton_bwd.register_fake(backward_fake)
+    pointers, sizes, flags = _launch_args(input, target, weight, options)
+    return elementwise_backward(_asl_kernel, grad_output, input, pointers, sizes, flags)

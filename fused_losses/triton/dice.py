@@ -20,7 +20,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .._layout import backward_fake, dice_outputs, flat_target
+from .._layout import contiguous_target
+from ..spec.dice import SPEC
 from ._math import adjusted_sigmoid
 
 TILE = 4096          # elements per [BLOCK_R, BLOCK_C] tile
@@ -163,12 +164,13 @@ def _row_ranges(rows: int, block_r: int):
 
 
 @triton_op("fused_losses::dice_triton_fwd", mutates_args=())
-def dice_triton_fwd(input: torch.Tensor, target: torch.Tensor, smooth: float, alpha: float,
-                    square_denominator: bool, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+def dice_triton_fwd(input: torch.Tensor, target: torch.Tensor, options: list[float],
+                    reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (loss, sums): loss ``[]`` (mean/sum) or ``[C]`` (none) in input's
     dtype; sums fp32 ``[3, C]`` = (S_pt, S_p, S_t), what the backward needs."""
+    o = SPEC.decode(options)
     rows, cols, s, spatial, block_r, block_c = layout(input.shape)
-    x, t = input.contiguous(), flat_target(target)
+    x, t = input.contiguous(), contiguous_target(target)
     device = input.device
     per_prog, n_row_progs = _row_ranges(rows, block_r)
     n_col_blocks = triton.cdiv(cols, block_c)
@@ -179,12 +181,12 @@ def dice_triton_fwd(input: torch.Tensor, target: torch.Tensor, smooth: float, al
     dice = torch.empty((cols,), dtype=torch.float32, device=device) if reduce else out
     if n_row_progs and n_col_blocks:
         wrap_triton(_dice_fwd_kernel)[(n_row_progs, n_col_blocks)](
-            x, t, part, rows, cols, s, per_prog, n_row_progs, float(alpha),
-            ALPHA_ZERO=alpha == 0.0, SQUARE=square_denominator, SPATIAL=spatial,
+            x, t, part, rows, cols, s, per_prog, n_row_progs, o.alpha,
+            ALPHA_ZERO=o.alpha == 0.0, SQUARE=o.square_denominator, SPATIAL=spatial,
             BLOCK_R=block_r, BLOCK_C=block_c, num_warps=NUM_WARPS)
     if cols:
         wrap_triton(_dice_finish_kernel)[(triton.cdiv(cols, FINISH_BLOCK),)](
-            part, sums, dice, n_row_progs, cols, float(smooth), BLOCK=FINISH_BLOCK)
+            part, sums, dice, n_row_progs, cols, o.smooth, BLOCK=FINISH_BLOCK)
     if reduce:
         # A mean over zero classes is 0/0 = NaN, as torch's mean of nothing.
         scale = (1.0 / cols if cols else float("nan")) if reduction == "mean" else 1.0
@@ -194,27 +196,18 @@ def dice_triton_fwd(input: torch.Tensor, target: torch.Tensor, smooth: float, al
 
 @triton_op("fused_losses::dice_triton_bwd", mutates_args=())
 def dice_triton_bwd(grad_output: torch.Tensor, input: torch.Tensor, target: torch.Tensor,
-                    sums: torch.Tensor, smooth: float, alpha: float, square_denominator: bool,
-                    reduction: str) -> torch.Tensor:
+                    sums: torch.Tensor, options: list[float], reduction: str) -> torch.Tensor:
     """d(Σ grad_output·loss)/d(input); grad_output is ``[]`` (mean/sum) or ``[C]``."""
+    o = SPEC.decode(options)
     rows, cols, s, spatial, block_r, block_c = layout(input.shape)
     grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
     g = grad_output.contiguous()
     grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_c))
     if grid[0] and grid[1]:
         wrap_triton(_dice_bwd_kernel)[grid](
-            input.contiguous(), flat_target(target), sums.contiguous(), g, grad_input,
+            input.contiguous(), contiguous_target(target), sums.contiguous(), g, grad_input,
             rows, cols, s, 1 if g.dim() else 0,
-            1.0 / cols if (reduction == "mean" and cols) else 1.0, float(smooth), float(alpha),
-            ALPHA_ZERO=alpha == 0.0, SQUARE=square_denominator, SPATIAL=spatial,
+            1.0 / cols if (reduction == "mean" and cols) else 1.0, o.smooth, o.alpha,
+            ALPHA_ZERO=o.alpha == 0.0, SQUARE=o.square_denominator, SPATIAL=spatial,
             BLOCK_R=block_r, BLOCK_C=block_c, num_warps=NUM_WARPS)
     return grad_input
-
-
-# Explicit fake kernels: shapes only, so FakeTensor tracing never launches anything.
-@dice_triton_fwd.register_fake
-def _(input, target, smooth, alpha, square_denominator, reduction):
-    return dice_outputs(input, reduction)
-
-
-dice_triton_bwd.register_fake(backward_fake)

@@ -21,12 +21,10 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from .._layout import as_rows, backward_fake, flat_target, fused_outputs, rows_cols
-from ._math import load_rc, row_col, sigmoid_terms
-from ._reduce import launch_sum_partials
-
-BLOCK = 1024
-NUM_WARPS = 4
+from ..spec.ghmc import SPEC
+from ._launch import BLOCK, broadcast_operands, elementwise_backward, elementwise_forward
+from ._math import load_rc, load_xt, row_col, sigmoid_terms
+from ._reduce import write_tile
 
 
 @triton.jit
@@ -44,10 +42,7 @@ def _ghmc_tile(x_ptr, t_ptr, lw_ptr, start, numel, C, inv_c, lw_sr, lw_sc, bins,
     ``bin`` is exact against the fp32 edges: a float estimate corrected by one
     comparison each way.
     """
-    offs = start + tl.arange(0, BLOCK)
-    mask = offs < numel
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    t = tl.load(t_ptr + offs, mask=mask, other=0).to(tl.float32)
+    x, t, offs, mask = load_xt(x_ptr, t_ptr, start, numel, BLOCK)
     valid = mask
     if HAS_LW:
         row, col = row_col(start, C, inv_c, BLOCK, SMALL_C)
@@ -104,78 +99,62 @@ def _ghmc_weights_kernel(hist_ptr, acc_ptr, w_ptr, bins, momentum, one_minus_mom
 
 
 @triton.jit
-def _ghmc_fwd_kernel(x_ptr, t_ptr, lw_ptr, w_ptr, out_ptr, grad_ptr, psum_ptr, numel, C, inv_c,
-                     lw_sr, lw_sc, bins, HAS_LW: tl.constexpr, SMALL_C: tl.constexpr,
-                     REDUCE: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+def _ghmc_kernel(x_ptr, t_ptr, lw_ptr, w_ptr, out_ptr, grad_ptr, psum_ptr, pcnt_ptr, gout_ptr,
+                 numel, C, inv_c, lw_sr, lw_sc, bins, grad_scale, HAS_LW: tl.constexpr,
+                 SMALL_C: tl.constexpr, REDUCE: tl.constexpr, WRITE_GRAD: tl.constexpr,
+                 BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+    """w·bce and w·(σ(x) - t) of one tile, written as ``_reduce.write_tile`` says.
+
+    w = 0 outside every bin, as a product so that a NaN logit still reaches
+    the loss. ``grad_scale`` is not applied: a mean's 1/tot is inside w.
+    """
     pid = tl.program_id(0).to(tl.int64)
-    loss, grad, offs, mask = _ghmc_loss_grad(x_ptr, t_ptr, lw_ptr, w_ptr, pid * BLOCK, numel, C,
-                                             inv_c, lw_sr, lw_sc, bins, HAS_LW, SMALL_C, BLOCK)
-    if REDUCE:
-        tl.store(psum_ptr + pid, tl.sum(tl.where(mask, loss, 0.0), axis=0))
-        if WRITE_GRAD:
-            tl.store(grad_ptr + offs, grad.to(grad_ptr.dtype.element_ty), mask=mask)
-    else:
-        tl.store(out_ptr + offs, loss.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _ghmc_bwd_kernel(x_ptr, t_ptr, lw_ptr, w_ptr, gout_ptr, gin_ptr, numel, C, inv_c,
-                     lw_sr, lw_sc, bins, HAS_LW: tl.constexpr, SMALL_C: tl.constexpr,
-                     BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    _, grad, offs, mask = _ghmc_loss_grad(x_ptr, t_ptr, lw_ptr, w_ptr, pid * BLOCK, numel, C,
-                                          inv_c, lw_sr, lw_sc, bins, HAS_LW, SMALL_C, BLOCK)
-    g_out = tl.load(gout_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(gin_ptr + offs, (grad * g_out).to(gin_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _ghmc_loss_grad(x_ptr, t_ptr, lw_ptr, w_ptr, start, numel, C, inv_c, lw_sr, lw_sc, bins,
-                    HAS_LW: tl.constexpr, SMALL_C: tl.constexpr, BLOCK: tl.constexpr):
-    """(w·bce, w·(σ(x) - t), offs, mask); w = 0 outside every bin, as a product
-    so that a NaN logit still reaches the loss."""
     x, t, s_p, s_n, log_p, log_n, b, in_bin, _, offs, mask = _ghmc_tile(
-        x_ptr, t_ptr, lw_ptr, start, numel, C, inv_c, lw_sr, lw_sc, bins, HAS_LW, SMALL_C, BLOCK)
+        x_ptr, t_ptr, lw_ptr, pid * BLOCK, numel, C, inv_c, lw_sr, lw_sc, bins, HAS_LW, SMALL_C,
+        BLOCK)
     w = tl.load(w_ptr + b, mask=in_bin, other=0.0)
     loss = -w * (t * log_p + (1.0 - t) * log_n)
-    return loss, w * ((1.0 - t) * s_p - t * s_n), offs, mask
+    grad = w * ((1.0 - t) * s_p - t * s_n)
+    if REDUCE:  # only the partial needs it: the stores of ``none`` are masked
+        loss = tl.where(mask, loss, 0.0)
+    write_tile(pid, offs, mask, mask, loss, grad, out_ptr, grad_ptr, psum_ptr, pcnt_ptr,
+               gout_ptr, 1.0, REDUCE, WRITE_GRAD, False, BACKWARD)
 
 
 def _slots(bins: int) -> int:
     return triton.next_power_of_2(bins + 2)
 
 
-def _operands(input, target, label_weight):
-    rows, cols = rows_cols(input.shape)
-    t = flat_target(target)
-    lw = None
-    if label_weight is not None:
-        lw = label_weight.view(torch.uint8) if label_weight.dtype == torch.bool else label_weight
-    lw, lw_sr, lw_sc = as_rows(lw, input.shape, rows, cols)
-    args = (input.contiguous(), t, t if lw is None else lw)
-    sizes = (max(cols, 1), 1.0 / max(cols, 1), lw_sr, lw_sc)
-    flags = dict(HAS_LW=label_weight is not None, SMALL_C=cols < BLOCK, BLOCK=BLOCK,
-                 num_warps=NUM_WARPS)
-    return args, sizes, flags
+def _launch_args(input, target, label_weight, *weights):
+    """(pointers, sizes, flags) of the histogram and loss kernels; ``weights``
+    (the per-bin weights, for the loss kernel) follow the label weight."""
+    lw = label_weight
+    if lw is not None and lw.dtype == torch.bool:
+        lw = lw.view(torch.uint8)
+    pointers, sizes, flags = broadcast_operands(input, target, lw)
+    flags.update(HAS_LW=label_weight is not None)
+    return pointers + weights, sizes, flags
 
 
 @triton_op("fused_losses::ghmc_triton_hist", mutates_args=())
 def ghmc_triton_hist(input: torch.Tensor, target: torch.Tensor,
-                     label_weight: Optional[torch.Tensor], bins: int) -> torch.Tensor:
+                     label_weight: Optional[torch.Tensor], options: list[float]) -> torch.Tensor:
     """int64 [bins + 1]: valid elements per bin, then valid elements in no bin."""
+    bins = SPEC.decode(options).bins
     hist = torch.zeros(bins + 1, dtype=torch.int64, device=input.device)
-    args, sizes, flags = _operands(input, target, label_weight)
+    pointers, sizes, flags = _launch_args(input, target, label_weight)
     n_prog = triton.cdiv(input.numel(), BLOCK)
     if n_prog:
-        wrap_triton(_ghmc_hist_kernel)[(n_prog,)](*args, hist, input.numel(), *sizes, bins,
+        wrap_triton(_ghmc_hist_kernel)[(n_prog,)](*pointers, hist, input.numel(), *sizes, bins,
                                                   SLOTS=_slots(bins), **flags)
     return hist
 
 
 @triton_op("fused_losses::ghmc_triton_weights", mutates_args=("acc_sum",))
-def ghmc_triton_weights(hist: torch.Tensor, acc_sum: Optional[torch.Tensor], momentum: float,
-                        mean: bool) -> torch.Tensor:
+def ghmc_triton_weights(hist: torch.Tensor, acc_sum: Optional[torch.Tensor],
+                        options: list[float], mean: bool) -> torch.Tensor:
     """fp32 [bins] weights; with momentum > 0 updates ``acc_sum`` in place."""
+    momentum = SPEC.decode(options).momentum
     bins = hist.numel() - 1
     weights = torch.empty(bins, dtype=torch.float32, device=hist.device)
     has_momentum = momentum > 0
@@ -187,55 +166,22 @@ def ghmc_triton_weights(hist: torch.Tensor, acc_sum: Optional[torch.Tensor], mom
 
 @triton_op("fused_losses::ghmc_triton_fwd", mutates_args=())
 def ghmc_triton_fwd(input: torch.Tensor, target: torch.Tensor,
-                    label_weight: Optional[torch.Tensor], weights: torch.Tensor, bins: int,
-                    reduction: str, compute_grad: bool
+                    label_weight: Optional[torch.Tensor], weights: torch.Tensor,
+                    options: list[float], reduction: str, compute_grad: bool
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, grad, scale) in the protocol of ``ops/_fused.py``; scale is 1
+    """(loss, grad, scale) in the protocol of ``ops/_protocols.py``; scale is 1
     because a mean's 1/tot is already inside ``weights``."""
-    numel = input.numel()
-    reduce = reduction != "none"
-    out, grad, scale = fused_outputs(input, reduction, compute_grad)
-    args, sizes, flags = _operands(input, target, label_weight)
-    n_prog = triton.cdiv(numel, BLOCK)
-    psum = torch.empty((n_prog if reduce else 0,), dtype=torch.float32, device=input.device)
-    if n_prog:
-        wrap_triton(_ghmc_fwd_kernel)[(n_prog,)](
-            *args, weights, out, grad, psum, numel, *sizes, bins, REDUCE=reduce,
-            WRITE_GRAD=reduce and compute_grad, **flags)
-    if reduce:
-        launch_sum_partials(wrap_triton, psum, psum, out, scale, mean=False, clamp_count=False)
-    else:
-        scale.fill_(1.0)
-    return out, grad, scale
+    pointers, sizes, flags = _launch_args(input, target, label_weight, weights)
+    sizes += (SPEC.decode(options).bins,)
+    return elementwise_forward(_ghmc_kernel, input, pointers, sizes, flags, reduction,
+                               compute_grad, divisor=None)
 
 
 @triton_op("fused_losses::ghmc_triton_bwd", mutates_args=())
 def ghmc_triton_bwd(grad_output: torch.Tensor, input: torch.Tensor, target: torch.Tensor,
                     label_weight: Optional[torch.Tensor], weights: torch.Tensor,
-                    bins: int) -> torch.Tensor:
+                    options: list[float]) -> torch.Tensor:
     """d(Σ grad_output·loss)/d(input) for ``reduction="none"``, in one pass."""
-    grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
-    args, sizes, flags = _operands(input, target, label_weight)
-    n_prog = triton.cdiv(input.numel(), BLOCK)
-    if n_prog:
-        wrap_triton(_ghmc_bwd_kernel)[(n_prog,)](*args, weights, grad_output.contiguous(),
-                                                 grad_input, input.numel(), *sizes, bins, **flags)
-    return grad_input
-
-
-@ghmc_triton_hist.register_fake
-def _(input, target, label_weight, bins):
-    return input.new_empty(bins + 1, dtype=torch.int64)
-
-
-@ghmc_triton_weights.register_fake
-def _(hist, acc_sum, momentum, mean):
-    return hist.new_empty(hist.numel() - 1, dtype=torch.float32)
-
-
-@ghmc_triton_fwd.register_fake
-def _(input, target, label_weight, weights, bins, reduction, compute_grad):
-    return fused_outputs(input, reduction, compute_grad)
-
-
-ghmc_triton_bwd.register_fake(backward_fake)
+    pointers, sizes, flags = _launch_args(input, target, label_weight, weights)
+    sizes += (SPEC.decode(options).bins,)
+    return elementwise_backward(_ghmc_kernel, grad_output, input, pointers, sizes, flags)

@@ -14,24 +14,27 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from .._layout import backward_fake, class_layout, row_outputs
-from ._reduce import launch_sum_rows
-from ._softmax import (block_c, class_row_base, online_row_stats, target_logit,
+from .._layout import class_layout
+from ..spec.softmax_focal import SPEC
+from ._launch import rows_backward, rows_forward
+from ._softmax import (block_c, class_row_base, online_row_stats, store_row, target_logit,
                        write_row_grad)
 
 
 @triton.jit
-def _softmax_focal_row(x_ptr, t_ptr, a_ptr, g_ptr, gout_ptr, row, C, D, gamma, smoothing,
-                       ignore, HAS_A: tl.constexpr, HAS_IGNORE: tl.constexpr,
-                       SMOOTH: tl.constexpr, GAMMA_ZERO: tl.constexpr,
-                       WRITE_GRAD: tl.constexpr, HAS_GOUT: tl.constexpr,
-                       BLOCK_C: tl.constexpr):
-    """(loss, α_y) of one row; 0 and 0 for an ignored row, NaN loss for an
-    out-of-range target. Writes the row's gradient when WRITE_GRAD."""
+def _softmax_focal_kernel(x_ptr, t_ptr, a_ptr, rows_ptr, w_ptr, g_ptr, gout_ptr, C, D, gamma,
+                          smoothing, ignore, grad_scale, HAS_A: tl.constexpr,
+                          HAS_IGNORE: tl.constexpr, SMOOTH: tl.constexpr,
+                          GAMMA_ZERO: tl.constexpr, WRITE_GRAD: tl.constexpr,
+                          WRITE_W: tl.constexpr, BACKWARD: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Forward: the row's loss (0 when ignored, NaN for an out-of-range target)
+    and, with WRITE_W, its weight α_y (0 when ignored); with WRITE_GRAD its
+    gradient times grad_scale. BACKWARD: only the gradient times grad_output[row]."""
     # torch.compile passes Python floats as fp64 scalars: keep the maths in fp32.
     gamma, smoothing = tl.cast(gamma, tl.float32), tl.cast(smoothing, tl.float32)
+    row = tl.program_id(0).to(tl.int64)
     base = class_row_base(row, C, D)
     y, x_y, in_range, y_raw = target_logit(x_ptr, t_ptr, row, base, D, C)
     keep = y_raw == y_raw  # a True scalar
@@ -54,8 +57,8 @@ def _softmax_focal_row(x_ptr, t_ptr, a_ptr, g_ptr, gout_ptr, row, C, D, gamma, s
         f = tl.exp(gamma * (tl.log(s_other) - log_s))
     loss = f * ce
     if WRITE_GRAD:
-        scale = 1.0
-        if HAS_GOUT:
+        scale = tl.cast(grad_scale, tl.float32)
+        if BACKWARD:
             scale = tl.load(gout_ptr + row).to(tl.float32)
         scale = tl.where(in_range, scale, float("nan"))
         big_g = 0.0
@@ -70,95 +73,47 @@ def _softmax_focal_row(x_ptr, t_ptr, a_ptr, g_ptr, gout_ptr, row, C, D, gamma, s
         write_row_grad(x_ptr, g_ptr, a_ptr, base, D, C, y, m, 1.0 / s, 1.0 / s_other,
                        c_p * scale, big_g * scale, c_a * scale, c_y * scale, keep,
                        HAS_A, BLOCK_C)
-    loss = tl.where(in_range, loss, float("nan"))
-    return tl.where(keep, loss, 0.0), tl.where(keep, w_y, 0.0)
+    if not BACKWARD:
+        loss = tl.where(in_range, loss, float("nan"))
+        store_row(rows_ptr, w_ptr, row, tl.where(keep, loss, 0.0), tl.where(keep, w_y, 0.0),
+                  WRITE_W)
 
 
-@triton.jit
-def _softmax_focal_fwd_kernel(x_ptr, t_ptr, a_ptr, rows_ptr, w_ptr, g_ptr, C, D,
-                              gamma, smoothing, ignore, HAS_A: tl.constexpr,
-                              HAS_IGNORE: tl.constexpr, SMOOTH: tl.constexpr,
-                              GAMMA_ZERO: tl.constexpr, WRITE_GRAD: tl.constexpr,
-                              WRITE_W: tl.constexpr, BLOCK_C: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    loss, w = _softmax_focal_row(x_ptr, t_ptr, a_ptr, g_ptr, g_ptr, row, C, D, gamma,
-                                 smoothing, ignore, HAS_A, HAS_IGNORE, SMOOTH, GAMMA_ZERO,
-                                 WRITE_GRAD, False, BLOCK_C)
-    tl.store(rows_ptr + row, loss.to(rows_ptr.dtype.element_ty))
-    if WRITE_W:
-        tl.store(w_ptr + row, w)
-
-
-@triton.jit
-def _softmax_focal_bwd_kernel(x_ptr, t_ptr, a_ptr, gout_ptr, g_ptr, C, D, gamma, smoothing,
-                              ignore, HAS_A: tl.constexpr, HAS_IGNORE: tl.constexpr,
-                              SMOOTH: tl.constexpr, GAMMA_ZERO: tl.constexpr,
-                              BLOCK_C: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    _softmax_focal_row(x_ptr, t_ptr, a_ptr, g_ptr, gout_ptr, row, C, D, gamma, smoothing,
-                       ignore, HAS_A, HAS_IGNORE, SMOOTH, GAMMA_ZERO, True, True, BLOCK_C)
-
-
-def _operands(input, target, alpha, gamma, ignore_index, label_smoothing):
+def _launch_args(input, target, alpha, options):
+    """(rows, pointers, sizes, flags) shared by the forward and backward."""
+    o = SPEC.decode(options)
     rows, cols, spatial = class_layout(input.shape)
     t = target.contiguous()
     a = t if alpha is None else alpha.contiguous()  # placeholder: never read without HAS_A
     block, warps = block_c(cols)
-    sizes = (cols, spatial, float(gamma), float(label_smoothing),
-             int(ignore_index if ignore_index is not None else 0))
-    flags = dict(HAS_A=alpha is not None, HAS_IGNORE=ignore_index is not None,
-                 SMOOTH=label_smoothing != 0.0, GAMMA_ZERO=gamma == 0.0, BLOCK_C=block,
+    ignore = o.ignore_index
+    sizes = (cols, spatial, o.gamma, o.label_smoothing, int(ignore if ignore is not None else 0))
+    flags = dict(HAS_A=alpha is not None, HAS_IGNORE=ignore is not None,
+                 SMOOTH=o.label_smoothing != 0.0, GAMMA_ZERO=o.gamma == 0.0, BLOCK_C=block,
                  num_warps=warps)
     return rows, (input.contiguous(), t, a), sizes, flags
 
 
 @triton_op("fused_losses::softmax_focal_triton_fwd", mutates_args=())
 def softmax_focal_triton_fwd(input: torch.Tensor, target: torch.Tensor,
-                             alpha: Optional[torch.Tensor], gamma: float,
-                             ignore_index: Optional[int], label_smoothing: float,
+                             alpha: Optional[torch.Tensor], options: list[float],
                              reduction: str, compute_grad: bool
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (loss, grad, scale): the (loss, grad, scale) protocol of ops/_fused.py.
+    """Returns (loss, grad, scale): the protocol of ``ops/_protocols.py``.
 
     ``grad`` (``mean``/``sum`` with ``compute_grad``) is unscaled; ``scale`` is
     1/Σ α_y (the count of kept rows without α) for ``mean``, 1 otherwise.
     """
-    rows, args, sizes, flags = _operands(input, target, alpha, gamma, ignore_index,
-                                         label_smoothing)
-    reduce = reduction != "none"
-    out, grad, scale = row_outputs(input, target, reduction, compute_grad)
-    per_row = torch.empty((rows,), dtype=torch.float32, device=input.device) if reduce else out
-    mean = reduction == "mean"
-    w = torch.empty((rows,), dtype=torch.float32, device=input.device) if mean else None
-    if rows:
-        wrap_triton(_softmax_focal_fwd_kernel)[(rows,)](
-            *args, per_row, per_row if w is None else w, grad, *sizes,
-            WRITE_GRAD=reduce and compute_grad, WRITE_W=mean, **flags)
-    if reduce:
-        launch_sum_rows(wrap_triton, per_row, w, out, scale, mean)
-    else:
-        scale.fill_(1.0)
-    return out, grad, scale
+    rows, pointers, sizes, flags = _launch_args(input, target, alpha, options)
+    return rows_forward(_softmax_focal_kernel, input, target, rows, pointers, sizes, flags,
+                        reduction, compute_grad, weighted=True)
 
 
 @triton_op("fused_losses::softmax_focal_triton_bwd", mutates_args=())
 def softmax_focal_triton_bwd(grad_output: torch.Tensor, input: torch.Tensor,
                              target: torch.Tensor, alpha: Optional[torch.Tensor],
-                             gamma: float, ignore_index: Optional[int],
-                             label_smoothing: float) -> torch.Tensor:
+                             options: list[float]) -> torch.Tensor:
     """d(Σ grad_output·loss)/d(input) for ``reduction="none"``, one row per program."""
-    rows, args, sizes, flags = _operands(input, target, alpha, gamma, ignore_index,
-                                         label_smoothing)
-    grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
-    if rows:
-        wrap_triton(_softmax_focal_bwd_kernel)[(rows,)](
-            *args, grad_output.contiguous(), grad_input, *sizes, **flags)
-    return grad_input
-
-
-@softmax_focal_triton_fwd.register_fake
-def _(input, target, alpha, gamma, ignore_index, label_smoothing, reduction, compute_grad):
-    return row_outputs(input, target, reduction, compute_grad)
-
-
-softmax_focal_triton_bwd.register_fake(backward_fake)
+    rows, pointers, sizes, flags = _launch_args(input, target, alpha, options)
+    return rows_backward(_softmax_focal_kernel, grad_output, input, rows, pointers, sizes,
+                         flags)

@@ -1,5 +1,6 @@
 // Host-side launch helpers shared by every CUDA loss: DType -> C++ type
-// dispatch and launch-error checks. Only CUDA headers, like the .cu files.
+// dispatch, argument and launch-error checks, and the workspace carve.
+// Only CUDA headers, like the .cu files.
 // A named namespace with inline functions (not an anonymous one) so that each
 // translation unit shares one definition and -Wall sees no unused statics.
 #pragma once
@@ -7,11 +8,12 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
-#include "../kernel_types.h"
+#include "../launch_args.h"
 
 namespace fused_losses {
 namespace launch {
@@ -74,11 +76,33 @@ void dispatch_input(DType dtype, const char* loss, F&& f) {
   dispatch<float, __half, __nv_bfloat16>(dtype, loss, "logits", f);
 }
 
-// Targets: every DType, read as float.
+// Targets of the binary losses: every DType, read as float.
 template <typename F>
 void dispatch_target(DType dtype, const char* loss, F&& f) {
   dispatch<float, __half, __nv_bfloat16, double, uint8_t, int8_t, int16_t, int32_t, int64_t>(
       dtype, loss, "target", f);
+}
+
+// Targets of the class-index losses: the integer types.
+template <typename F>
+void dispatch_index(DType dtype, const char* loss, F&& f) {
+  dispatch<uint8_t, int8_t, int16_t, int32_t, int64_t>(dtype, loss, "target", f);
+}
+
+// f(Tag<TIn>, Tag<TT>) for a launch's logits and binary-target types.
+template <typename Options, typename F>
+void dispatch_pair(const LaunchArgs<Options>& a, const char* loss, F&& f) {
+  dispatch_input(a.input_dtype, loss, [&](auto in_tag) {
+    dispatch_target(a.target_dtype, loss, [&](auto target_tag) { f(in_tag, target_tag); });
+  });
+}
+
+// A launcher's precondition: a direct call with missing buffers throws
+// instead of reading out of bounds.
+inline void require(bool ok, const char* loss, const char* message) {
+  if (!ok) {
+    throw std::invalid_argument(std::string("fused_losses: ") + loss + " CUDA: " + message);
+  }
 }
 
 // Launches are asynchronous: this catches configuration errors only, without a sync.
@@ -89,6 +113,36 @@ inline void check_launch(const char* kernel) {
                              " failed: " + cudaGetErrorString(err));
   }
 }
+
+// Grid-stride launches: one block per `block` items, at most `max_blocks`. The
+// cap is a constant rather than a multiple of the SM count so that the
+// partition, and with it the summation order and the result's bits, depend on
+// the size alone.
+inline int64_t grid_blocks(int64_t items, int block, int64_t max_blocks) {
+  if (items <= 0) return 0;
+  return std::min<int64_t>((items + block - 1) / block, max_blocks);
+}
+
+// Typed arrays carved out of a launch's workspace (LaunchArgs::workspace),
+// each 256-byte aligned. A loss sizes its workspace by running the same carve
+// over nullptr (cuda_workspace_bytes), so the two can never disagree.
+class Workspace {
+ public:
+  explicit Workspace(void* base) : base_(static_cast<char*>(base)) {}
+
+  template <typename T>
+  T* take(int64_t n) {
+    offset_ = (offset_ + 255) / 256 * 256;
+    T* p = base_ != nullptr ? reinterpret_cast<T*>(base_ + offset_) : nullptr;
+    offset_ += n * static_cast<int64_t>(sizeof(T));
+    return p;
+  }
+  int64_t bytes() const { return offset_; }
+
+ private:
+  char* base_;
+  int64_t offset_ = 0;
+};
 
 }  // namespace launch
 }  // namespace fused_losses
