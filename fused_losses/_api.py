@@ -52,7 +52,7 @@ def check_option(opt, value):
 
 
 def _check_operand(p, value, input, target):
-    if p.kind == "broadcast" or getattr(p, "tensor", False):
+    if getattr(p, "tensor", False) or p.kind == "broadcast":
         return v.check_broadcast(p.name, value, target, floating=getattr(p, "floating", True))
     if p.kind == "class_weight":
         n_classes = input.shape[1] if input.dim() > 1 else input.shape[0]
