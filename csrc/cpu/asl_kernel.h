@@ -187,10 +187,8 @@ struct Asl {
       : c(a), weight(a.operands[AslOperands::weight]),
         grad_scale(a.mean && a.numel ? 1.f / static_cast<float>(a.numel) : 1.f),
         cols(operand_cols(a, any_operand(a))), mean(a.mean) {}
-  // Always inlined into the driver: a vector then costs the one call the
-  // loss maths itself may take, not two.
-  C10_ALWAYS_INLINE void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t,
-                                    int64_t n, Vec& loss, Vec& grad, Vec&) const {
+  void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t, int64_t n, Vec& loss,
+                  Vec& grad, Vec&) const {
     asl_vec(x, t, c, OperandRow(weight, row), col, n, loss, grad);
   }
 };

@@ -94,8 +94,8 @@ struct FocalBce {
                        : 1.f),
         cols(operand_cols(args, any_operand(args))),
         count_kept(args.opt.has_ignore_index), mean(args.mean) {}
-  // Always inlined into the driver: a vector then costs the one call the
-  // loss maths itself may take, not two.
+  // Inlined into the driver's loops, so a vector costs one call (focal_bce_vec),
+  // not two.
   C10_ALWAYS_INLINE void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t,
                                     int64_t n, Vec& loss, Vec& grad, Vec& keep) const {
     focal_bce_vec(x, t, RowOperands(a, row), col, n, c, loss, grad, keep);

@@ -87,8 +87,9 @@ inline Vec ghmc_slot(const Vec& s_p, const Vec& t, const OperandRow& label_weigh
 
 // w·bce and w·(σ(x) - t) for n lanes. A product, not a select, so a NaN logit
 // makes its loss NaN even at weight 0, as the reference's w * bce does.
-inline void ghmc_vec(const Vec& x, const Vec& t, const OperandRow& label_weight, int64_t col,
-                     int64_t n, const GhmcConsts& c, Vec& loss, Vec& grad) {
+C10_ALWAYS_INLINE void ghmc_vec(const Vec& x, const Vec& t, const OperandRow& label_weight,
+                                int64_t col, int64_t n, const GhmcConsts& c, Vec& loss,
+                                Vec& grad) {
   const Vec one(1.f);
   SigmoidTerms s = sigmoid_terms(x);
   Vec slot = ghmc_slot(s.s_p, t, label_weight, col, n, c);
@@ -197,8 +198,8 @@ struct Ghmc {
   explicit Ghmc(const GhmcArgs& a)
       : label_weight(a.operands[GhmcOperands::label_weight]), c(a, ghmc_bins(a)),
         cols(ghmc_cols(a)) {}
-  // Always inlined into the driver: a vector then costs the one call the
-  // loss maths itself may take, not two.
+  // Inlined, with ghmc_vec, into the driver's loops: no call per vector, and
+  // the backward drops the loss maths it does not use.
   C10_ALWAYS_INLINE void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t,
                                     int64_t n, Vec& loss, Vec& grad, Vec&) const {
     ghmc_vec(x, t, OperandRow(label_weight, row), col, n, c, loss, grad);

@@ -3,6 +3,7 @@
 // capability (see vec_math.h for why the namespace).
 #pragma once
 #include <ATen/Parallel.h>
+#include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
