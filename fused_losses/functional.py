@@ -33,8 +33,9 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
         >>> torch.allclose(fused_losses.binary_cross_entropy_with_logits(x, y), ref)
         True
     """
-    return focal_bce(input, target, gamma=0.0,  # noqa: F821 (generated above) pos_weight=pos_weight, weight=weight,
-                     reduction=reduction)
+    # focal_bce is generated above (noqa: F821 for linters)
+    return focal_bce(input, target, gamma=0.0, pos_weight=pos_weight,  # noqa: F821
+                     weight=weight, reduction=reduction)
 
 
 __all__ = [spec.function for spec in SPECS] + ["binary_cross_entropy_with_logits"]
