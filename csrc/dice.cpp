@@ -9,8 +9,8 @@ namespace {
 
 struct Dice : LossTraits<DiceOptions, Targets::Binary, Dims::ClassDim> {
   static void check(const Options& o) {
-    TORCH_CHECK(o.smooth >= 0 && o.alpha >= 0, "fused_losses: dice smooth and alpha must be "
-                ">= 0, got ", o.smooth, " and ", o.alpha);
+    TORCH_CHECK(o.smooth >= 0, "fused_losses: dice smooth must be >= 0, got ", o.smooth);
+    TORCH_CHECK(o.alpha >= 0, "fused_losses: dice alpha must be >= 0, got ", o.alpha);
   }
 };
 

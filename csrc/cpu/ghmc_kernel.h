@@ -190,7 +190,7 @@ void ghmc_weights(const GhmcArgs& a) {
 // are a plain sum.
 struct Ghmc {
   static constexpr bool kScaleGrad = false;
-  const Operand& label_weight;
+  const Operand label_weight;  // a copy: the loop then keeps it in registers
   const GhmcConsts c;
   const Vec grad_scale{1.f};
   const int64_t cols;

@@ -260,9 +260,7 @@ void backward(const DiceArgs& a, const Plan& p, cudaStream_t s) {
 }  // namespace
 
 int64_t cuda_workspace_bytes(const DiceArgs& a, Pass pass) {
-  launch::Workspace w(nullptr);
-  plan_of(w, a, pass);
-  return w.bytes();
+  return launch::workspace_bytes(plan_of, a, pass);
 }
 
 void cuda_run(const DiceArgs& a, Pass pass, void* stream) {

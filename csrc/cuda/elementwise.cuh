@@ -181,9 +181,7 @@ void backward(const LaunchArgs<Options>& a, const char* loss, const char* kernel
 
 template <typename Loss>
 int64_t workspace_bytes(const LaunchArgs<typename Loss::Options>& a, Pass pass) {
-  launch::Workspace w(nullptr);
-  carve<Loss>(w, a, pass);
-  return w.bytes();
+  return launch::workspace_bytes(carve<Loss>, a, pass);
 }
 
 // A loss on this skeleton: its Forward or Backward pass.

@@ -353,9 +353,7 @@ void loss(const GhmcArgs& a, Pass pass, const Scratch& scratch, int64_t blocks,
 }  // namespace
 
 int64_t cuda_workspace_bytes(const GhmcArgs& a, Pass pass) {
-  launch::Workspace w(nullptr);
-  carve(w, a, pass);
-  return w.bytes();
+  return launch::workspace_bytes(carve, a, pass);
 }
 
 void cuda_run(const GhmcArgs& a, Pass pass, void* stream) {

@@ -144,5 +144,13 @@ class Workspace {
   int64_t offset_ = 0;
 };
 
+// The bytes of scratch that carve(Workspace&, args, pass) takes.
+template <typename Carve, typename Options>
+int64_t workspace_bytes(Carve&& carve, const LaunchArgs<Options>& a, Pass pass) {
+  Workspace w(nullptr);
+  carve(w, a, pass);
+  return w.bytes();
+}
+
 }  // namespace launch
 }  // namespace fused_losses

@@ -141,9 +141,11 @@ Scratch carve(launch::Workspace& w, const LaunchArgs<Options>& a, Pass pass, boo
 
 template <typename Options>
 int64_t workspace_bytes(const LaunchArgs<Options>& a, Pass pass, bool weighted) {
-  launch::Workspace w(nullptr);
-  carve(w, a, pass, weighted);
-  return w.bytes();
+  return launch::workspace_bytes(
+      [&](launch::Workspace& w, const LaunchArgs<Options>& args, Pass p) {
+        carve(w, args, p, weighted);
+      },
+      a, pass);
 }
 
 // What a row kernel's launch needs beside the arguments.
