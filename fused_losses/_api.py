@@ -19,11 +19,8 @@ from torch import nn
 
 from . import _validate as v
 from . import ops
-from ._backend import BACKENDS, BackendUnavailableError, resolve_backend
+from ._backend import BackendUnavailableError, check_backend, resolve_backend
 from .spec import SPECS
-
-_KINDS = {"broadcast", "class_weight", "state"}
-
 
 # -- argument checks ----------------------------------------------------------
 def check_option(opt, value):
@@ -90,8 +87,7 @@ def check_call(spec, input, target, values: dict, reduction, backend):
         spec.check(out, input, target)
     if target.requires_grad and spec.target_grad == "error":
         raise ValueError(f"{spec.function} does not support target.requires_grad")
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
     return out
 
 
@@ -215,9 +211,7 @@ class SpecLoss(nn.Module):
                 raise TypeError(f"{type(self).__name__}() got multiple values for {key!r}")
             given[key] = value
         self.reduction = v.check_reduction(given.get("reduction", spec.default_reduction))
-        self.backend = given.get("backend", "auto")
-        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        self.backend = check_backend(given.get("backend", "auto"))
         for p in held:
             value = given.get(p.name, _default_repr(p))
             if isinstance(value, torch.Tensor):

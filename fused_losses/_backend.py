@@ -86,6 +86,13 @@ def available_backends(device="cpu") -> list[str]:
     return [b for b in BACKENDS[1:] if backend_problem(b, device_type) is None]
 
 
+def check_backend(backend) -> str:
+    """``backend`` must name one of BACKENDS (available here or not)."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
 def resolve_backend(backend: str, device_type: str, fused_ok: bool) -> str:
     """Turn ``backend=`` into a concrete backend for a call.
 
@@ -93,8 +100,7 @@ def resolve_backend(backend: str, device_type: str, fused_ok: bool) -> str:
     gives (float64 maths, gradients for target or weights); ``auto`` then
     picks the reference and an explicit fused backend is refused by the caller.
     """
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
     if backend != "auto":
         problem = backend_problem(backend, device_type)
         if problem:

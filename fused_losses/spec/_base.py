@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
@@ -46,14 +47,7 @@ class Option:
     optional: bool = False
     tensor: bool = False
     kernel: bool = True
-
-    @property
-    def is_operand(self) -> bool:
-        return False
-
-    def bounds(self) -> str:
-        close = ")" if self.high_open else "]"
-        return f"[{self.low}, {self.high}{close}"
+    is_operand = False  # a class attribute, not a field
 
 
 @dataclass(frozen=True)
@@ -73,10 +67,7 @@ class Operand:
     buffer: bool = True
     floating: bool = True
     kernel: bool = True
-
-    @property
-    def is_operand(self) -> bool:
-        return True
+    is_operand = True
 
 
 @dataclass(frozen=True)
@@ -115,21 +106,21 @@ class LossSpec:
     target_grad: str = "error"
     check: Optional[Callable] = None
 
-    # -- what the layers read -------------------------------------------------
-    @property
+    # -- what the layers read (derived once: every call reads them) -----------
+    @cached_property
     def options(self) -> tuple:
         return tuple(p for p in self.params if not p.is_operand)
 
-    @property
+    @cached_property
     def operands(self) -> tuple:
         """Tensor parameters, and options that also take a tensor."""
         return tuple(p for p in self.params if p.is_operand or p.tensor)
 
-    @property
+    @cached_property
     def kernel_options(self) -> tuple:
         return tuple(p for p in self.options if p.kernel)
 
-    @property
+    @cached_property
     def kernel_operands(self) -> tuple:
         return tuple(p.name for p in self.operands if getattr(p, "kernel", True))
 
