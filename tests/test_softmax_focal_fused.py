@@ -45,3 +45,21 @@ def test_all_ignored_and_empty(fused):
     x, t = make_class_inputs((0, 5), device=dev)
     assert fn(x, t, backend=backend, reduction="sum").item() == 0.0
     assert fn(x, t, backend=backend).isnan()
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_negative_weight_sum_keeps_the_gradient(fused, gamma):
+    """Σ α_y < 0 is a real divisor (the kernels once zeroed the gradient for
+    any Σ α_y <= 0, although the loss matched cross_entropy's)."""
+    backend, dev = fused
+    x, _ = make_class_inputs((6, 4), device=dev)
+    t = torch.tensor([0, 1, 0, 1, 2, 0], device=dev)
+    alpha = torch.tensor([-1.0, 0.5, 0.2, 1.0], device=dev)  # Σ α_y = -2.0
+    got = forward_backward(lambda z: fn(z, t, gamma=gamma, alpha=alpha, backend=backend), x)
+    ref = forward_backward(lambda z: fn(z, t, gamma=gamma, alpha=alpha, backend="torch"), x)
+    assert got[1].abs().sum() > 0
+    assert_close(got[0], ref[0], what="loss")
+    assert_close(got[1], ref[1], what="grad")
+    if gamma == 0.0:
+        ce = forward_backward(lambda z: F.cross_entropy(z, t, weight=alpha), x)
+        assert_close(got[1], ce[1], what="grad vs cross_entropy")

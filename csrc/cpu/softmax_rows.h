@@ -183,8 +183,9 @@ void rows_typed(const LaunchArgs<Options>& a, bool backward, float fwd_gscale, b
   }
   float scale = 1.f;
   if (a.mean) {
-    if (weighted) scale = wsum > 0 ? static_cast<float>(1.0 / wsum) : 0.f;
-    // No rows, or Σ w = 0: 0/0 = NaN, as torch's mean and cross_entropy give.
+    // Σ w = 0 (or no rows): loss 0/0 = NaN and gradient 0, as cross_entropy gives;
+    // a negative Σ w is a real divisor (the gradient keeps its sign, as there).
+    if (weighted) scale = wsum != 0 ? static_cast<float>(1.0 / wsum) : 0.f;
     total = total / (weighted ? wsum : static_cast<double>(a.rows));
   }
   out[0] = static_cast<xT>(static_cast<float>(total));

@@ -101,7 +101,7 @@ __global__ void sum_rows_kernel(const float* row_loss, const float* row_w, int64
   float sc = 1.f;
   if (mean) {
     const float denom = row_w != nullptr ? wsum : static_cast<float>(n);
-    if (row_w != nullptr) sc = denom > 0.f ? 1.f / denom : 0.f;
+    if (row_w != nullptr) sc = denom != 0.f ? 1.f / denom : 0.f;  // Σ w < 0 divides too
     total = total / denom;
   }
   store_float(out, total);

@@ -84,14 +84,15 @@ def _sum_rows_kernel(rows_ptr, w_ptr, loss_ptr, scale_ptr, n_rows,
     """Per-row losses -> loss = Σ rows (÷ Σ w, or ÷ n_rows without w, for mean).
 
     scale = 1/Σ w for a weighted mean (0 when Σ w = 0: the loss is then 0/0 =
-    NaN and the gradient 0, as torch's cross_entropy gives), else 1.
+    NaN and the gradient 0, as torch's cross_entropy gives; a negative Σ w divides
+    like any other), else 1.
     """
     total, w_sum = _ordered_sums(rows_ptr, w_ptr, n_rows, MEAN and HAS_W, tl.float32, BLOCK)
     scale = tl.full([], 1.0, tl.float32)
     if MEAN:
         if HAS_W:
             denom = w_sum
-            scale = tl.where(denom > 0.0, 1.0 / denom, 0.0)
+            scale = tl.where(denom != 0.0, 1.0 / denom, 0.0)  # Σ w < 0 divides too
         else:
             denom = tl.full([], 1.0, tl.float32) * n_rows
         total = total / denom
