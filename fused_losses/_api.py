@@ -80,7 +80,7 @@ def check_call(spec, input, target, values: dict, reduction, backend):
             out[p.name] = check_option(p, value)
             if p.tensor and isinstance(out[p.name], torch.Tensor):
                 _check_operand(p, out[p.name], input, target)
-    v.check_reduction(reduction)
+    v.check_reduction(reduction, spec.reductions)
     v.check_devices(input=input, target=target,
                     **{p.name: out[p.name] for p in spec.operands})
     if spec.check is not None:
@@ -122,9 +122,14 @@ def call(spec, input, target, values: dict, reduction: str, backend: str):
     """Check, resolve and run one call of ``spec``'s loss."""
     values = check_call(spec, input, target, values, reduction, backend)
     chosen = resolve(spec, backend, input, target, values)
+    kernel_reduction = "sum" if reduction == "batchmean" else reduction
     if chosen == "torch":
-        return _reference(spec)(input, target, **values, reduction=reduction)
-    return ops.run(spec, chosen, input, target, values, reduction)
+        loss = _reference(spec)(input, target, **values, reduction=kernel_reduction)
+    else:
+        loss = ops.run(spec, chosen, input, target, values, kernel_reduction)
+    if reduction == "batchmean":  # timm's multilabel scale: Σ over classes, mean over rows
+        loss = loss / (input.shape[0] if input.dim() > 0 else 1)
+    return loss
 
 
 # Each spec's pure-PyTorch function, from fused_losses/reference/<stem>.py; looked
@@ -148,8 +153,10 @@ def _args_doc(spec) -> str:
                            "same shape; bool/integer 0/1 labels or soft float labels "
                            "in [0, 1].")]
     lines += [f"{p.name}: {p.doc}" for p in spec.params]
-    lines.append(f"reduction: ``\"none\"``, ``\"mean\"`` or ``\"sum\"`` (default "
-                 f"``\"{spec.default_reduction}\"``).")
+    names = ", ".join(f"``\"{r}\"``" for r in spec.reductions)
+    lines.append(f"reduction: one of {names} (default ``\"{spec.default_reduction}\"``)"
+                 + ("; ``\"batchmean\"`` is the sum divided by ``input.shape[0]``."
+                    if "batchmean" in spec.reductions else "."))
     lines.append("backend: ``\"auto\" | \"triton\" | \"cuda\" | \"cpu\" | \"torch\"``; "
                  "``\"auto\"`` picks the fastest here (``available_backends()``).")
     return "\n".join("        " + line for line in lines)
@@ -210,7 +217,8 @@ class SpecLoss(nn.Module):
             if key in given:
                 raise TypeError(f"{type(self).__name__}() got multiple values for {key!r}")
             given[key] = value
-        self.reduction = v.check_reduction(given.get("reduction", spec.default_reduction))
+        self.reduction = v.check_reduction(given.get("reduction", spec.default_reduction),
+                                           spec.reductions)
         self.backend = check_backend(given.get("backend", "auto"))
         for p in held:
             value = given.get(p.name, _default_repr(p))

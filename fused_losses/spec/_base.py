@@ -89,6 +89,9 @@ class LossSpec:
     ``check``: extra argument checks, ``check(values, input, target)``.
     ``target_grad``: what ``target.requires_grad`` gives: ``"error"`` or
     ``"reference"`` (the pure-PyTorch path differentiates it).
+    ``reductions``: the accepted ``reduction`` values; ``"batchmean"`` (the sum
+    divided by ``input.shape[0]``, timm's multilabel default) is computed by
+    ``_api.call`` from the kernels' ``"sum"``.
     """
     stem: str
     function: str
@@ -105,6 +108,7 @@ class LossSpec:
     default_reduction: str = "mean"
     target_grad: str = "error"
     check: Optional[Callable] = None
+    reductions: tuple = ("none", "mean", "sum")
 
     # -- what the layers read (derived once: every call reads them) -----------
     @cached_property

@@ -17,6 +17,7 @@ SPEC = LossSpec(
     shapes="input and target any equal shape; output ``[]`` (``sum``/``mean``) or the "
            "input's shape (``none``).",
     targets="binary", protocol="elementwise", default_reduction="sum",
+    reductions=("none", "mean", "sum", "batchmean"),
     params=(
         Option("gamma_pos", float, 1.0, "focusing exponent γ₊ ≥ 0 of the positives.",
                low=0.0, high=INF),
