@@ -32,10 +32,11 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Iterable
+from typing import Optional, Sequence, Union
 
 import torch
 
+from ._counts import _check_multi_hot, label_counts
 from ._validate import check_real, check_tensor
 
 __all__ = ["label_counts", "pos_weight_from_counts", "multilabel_sample_weights",
@@ -46,6 +47,11 @@ SMOOTHINGS = (None, "sqrt", "log")
 MODES = ("max", "mean", "sum")
 _ROWS_PER_CHUNK = 1 << 16  # bounds the N×C temporaries of the sampler weights
 
+#: N: a Python number or a one-element tensor.
+Number = Union[int, float, torch.Tensor]
+#: ``(lo, hi)`` bounds of the weights, either may be None; or None for no clip.
+Clip = Optional[Sequence[Optional[float]]]
+
 
 def _class_list(mask: torch.Tensor) -> str:
     """'[3, 17]' for the True entries, shortened past ten."""
@@ -54,94 +60,7 @@ def _class_list(mask: torch.Tensor) -> str:
     return f"[{shown}{', ...' if len(idx) > 10 else ''}] ({len(idx)} of {mask.numel()})"
 
 
-def _check_multi_hot(name: str, labels) -> torch.Tensor:
-    """A 2-D ``[N, C]`` tensor of 0/1 values, returned as bool."""
-    check_tensor(name, labels)
-    if labels.is_complex():
-        raise TypeError(f"{name} must be a real or bool tensor, got {labels.dtype}")
-    if labels.dim() != 2:
-        raise ValueError(
-            f"{name} must be a 2-D [N, C] multi-hot tensor, got shape {tuple(labels.shape)}"
-            f"; for class indices use torch.nn.functional.one_hot(y, num_classes)")
-    if labels.dtype != torch.bool:
-        bad = (labels != 0) & (labels != 1)
-        if bool(bad.any()):
-            value = labels[bad][0].item()
-            raise ValueError(f"{name} must hold only 0 and 1 (multi-hot), found {value}")
-    return labels.bool() if labels.dtype != torch.bool else labels
-
-
-def _batch_labels(batch, index: int) -> torch.Tensor:
-    """The label tensor of one batch: the batch itself, or y of (x, y)."""
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[1]
-    raise TypeError(f"labels_or_loader: batch {index} must be a [B, C] label tensor or an (x, y) pair, got "
-                    f"{type(batch).__name__}" +
-                    (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
-
-
-def label_counts(labels_or_loader, *, num_classes: int | None = None):
-    r"""Positives per class and the number of samples, streamed batch by batch.
-
-    Args:
-        labels_or_loader: a ``[N, C]`` multi-hot tensor; or any iterable of
-            batches (a list, a generator, a ``torch.utils.data.DataLoader``)
-            where each batch is a ``[B, C]`` label tensor or an ``(x, y, ...)``
-            tuple/list whose second item is that tensor. Only one batch is
-            held at a time.
-        num_classes: C, if known. Checked against every batch; needed when the
-            iterable may be empty.
-
-    Returns:
-        ``(pos_counts, num_samples)``: float32 ``[C]`` on the labels' device
-        (n_c, counted exactly in int64) and a Python int N.
-
-    Example:
-        >>> import torch
-        >>> from torch.utils.data import DataLoader, TensorDataset
-        >>> from fused_losses import label_counts
-        >>> y = torch.tensor([[1, 0], [1, 1], [0, 0]])
-        >>> loader = DataLoader(TensorDataset(torch.randn(3, 8), y), batch_size=2)
-        >>> label_counts(loader)
-        (tensor([2., 1.]), 3)
-    """
-    if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-            raise TypeError(f"num_classes must be an int or None, got "
-                            f"{type(num_classes).__name__}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if isinstance(labels_or_loader, torch.Tensor):
-        batches = (labels_or_loader,)
-    elif isinstance(labels_or_loader, Iterable) and not isinstance(labels_or_loader,
-                                                                   (str, bytes, dict)):
-        batches = labels_or_loader
-    else:
-        raise TypeError("labels_or_loader must be a [N, C] tensor, an iterable of batches "
-                        f"or a DataLoader, got {type(labels_or_loader).__name__}")
-    counts, total = None, 0
-    for i, batch in enumerate(batches):
-        name = "labels_or_loader" if batches is not labels_or_loader else f"labels of batch {i}"
-        y = _check_multi_hot(name, _batch_labels(batch, i))
-        width = counts.numel() if counts is not None else num_classes
-        if width is not None and y.shape[1] != width:
-            what = "num_classes" if counts is None else "earlier batches"
-            raise ValueError(f"{name} has {y.shape[1]} classes but {what} had {width}")
-        if counts is None:
-            counts = torch.zeros(y.shape[1], dtype=torch.int64, device=y.device)
-        counts += y.sum(dim=0, dtype=torch.int64).to(counts.device)
-        total += y.shape[0]
-    if counts is None:
-        if num_classes is None:
-            raise ValueError("labels_or_loader yielded no batches; pass num_classes= to get "
-                             "zero counts")
-        counts = torch.zeros(num_classes, dtype=torch.int64)
-    return counts.to(torch.float32), total
-
-
-def _check_counts(pos_counts, num_samples) -> tuple[torch.Tensor, float]:
+def _check_counts(pos_counts: torch.Tensor, num_samples: Number) -> tuple[torch.Tensor, float]:
     """pos_counts as float64 [C] and N as a float; both checked."""
     check_tensor("pos_counts", pos_counts)
     if pos_counts.dtype == torch.bool or pos_counts.is_complex():
@@ -174,7 +93,7 @@ def _check_counts(pos_counts, num_samples) -> tuple[torch.Tensor, float]:
     return n, total
 
 
-def _check_clip(clip):
+def _check_clip(clip: Clip) -> tuple[float | None, float | None]:
     if clip is None:
         return None, None
     if not isinstance(clip, (tuple, list)) or len(clip) != 2:
@@ -188,8 +107,34 @@ def _check_clip(clip):
     return lo, hi
 
 
-def pos_weight_from_counts(pos_counts, num_samples, *, method: str = "neg_pos",
-                           beta: float = 0.999, smoothing: str | None = None, clip=None):
+def _effective_number_raw(n: torch.Tensor, safe: torch.Tensor, total: float,
+                          beta: float | None) -> torch.Tensor:
+    """(1 − β) / (1 − β^n) in float64, with β = max(0, (N − 1)/N) when None.
+
+    1 − β^n is −expm1(n · log1p(−(1 − β))), and 1 − β is kept as such (1/N for
+    the default), so β within a few ulps of 1 loses nothing. Warns when an
+    explicit β > 0 saturates every present class.
+    """
+    one_minus_beta = min(1.0, 1.0 / total) if beta is None else 1.0 - beta
+    if one_minus_beta == 1.0:  # β = 0: E_n = 1 for every n ≥ 1, equal weights
+        return torch.ones_like(n)
+    reach = -torch.expm1(safe * math.log1p(-one_minus_beta))  # 1 − β^n = (1 − β) E_n
+    present = n > 0
+    if beta is not None and bool(present.any()) and bool((reach[present] >= 0.99).all()):
+        warnings.warn(
+            f"pos_weight_from_counts: beta={beta!r} saturates: every class has "
+            f"n_c >= {n[present].min().item():g}, so β^n_c <= 1% and every effective "
+            f"number (1 − β^n_c)/(1 − β) is within 1% of 1/(1 − β) = {1 / one_minus_beta:.6g}; "
+            f"the weights come out (nearly) equal. Pass beta=None to use "
+            f"β = (N − 1)/N = {max(0.0, (total - 1) / total):.8g} from the data, or a β "
+            f"closer to 1", RuntimeWarning, stacklevel=3)
+    return one_minus_beta / reach
+
+
+def pos_weight_from_counts(pos_counts: torch.Tensor, num_samples: Number, *,
+                           method: str = "neg_pos", beta: float | None = None,
+                           smoothing: str | None = None,
+                           clip: Clip = None) -> torch.Tensor:
     r"""Per-class ``pos_weight`` from positive counts n_c out of N samples.
 
     Raw weight r_c by ``method``:
@@ -198,9 +143,25 @@ def pos_weight_from_counts(pos_counts, num_samples, *, method: str = "neg_pos",
       not normalised (it makes each class's positives weigh as much as its
       negatives in BCE).
     - ``"inverse_frequency"``: r_c = N / n_c, then normalised to mean 1.
-    - ``"effective_number"`` (Cui et al., CVPR 2019): r_c = (1 − β) / (1 − β^{n_c}),
-      one over the effective number of samples, then normalised to sum to C.
-      β = 0 gives equal weights; β → 1 tends to inverse frequency.
+    - ``"effective_number"`` (Cui et al., "Class-Balanced Loss Based on
+      Effective Number of Samples", CVPR 2019): r_c = 1 / E_{n_c}, one over the
+      effective number of samples E_n = (1 − β^n) / (1 − β), i.e.
+      r_c = (1 − β) / (1 − β^{n_c}); then normalised to sum to C (mean 1):
+      w_c = C · r_c / Σ_k r_k. Computed in float64 as
+      1 − β^n = −expm1(n · log1p(−(1 − β))), exact enough for β next to 1.
+
+      ``beta=None`` (the default) takes β = (N − 1)/N with N = ``num_samples``
+      (β = 0 when N ≤ 1). Cui et al. set β = (N − 1)/N where N is the number of
+      distinct "prototypes" a class can hold; not knowing that, we use the
+      dataset's size, the largest N a class can have. Then E_n ≈
+      N · (1 − e^{−n/N}): about n for rare classes, so weights near inverse
+      frequency there, tempered for classes with a large share of N.
+      A fixed β saturates: once β^n ≈ 0 (e.g. β = 0.999 and n of a few
+      thousand) E_n ≈ 1/(1 − β) for every class and all weights come out 1.
+      If an explicit β > 0 puts every class with n_c > 0 within 1% of that
+      limit (β^{n_c} ≤ 0.01), a ``RuntimeWarning`` says so and suggests
+      ``beta=None``. β = 0 gives equal weights; β → 1 tends to inverse
+      frequency.
 
     Then, in this order: ``smoothing`` is applied to r_c (``"sqrt"``: √r_c;
     ``"log"``: log1p(r_c)), then the method's normalisation, then ``clip``.
@@ -222,7 +183,8 @@ def pos_weight_from_counts(pos_counts, num_samples, *, method: str = "neg_pos",
             :func:`label_counts`.
         num_samples: N ≥ max n_c, > 0 (number or one-element tensor).
         method: ``"neg_pos"``, ``"inverse_frequency"`` or ``"effective_number"``.
-        beta: β in [0, 1) for ``effective_number``.
+        beta: β in [0, 1) for ``effective_number``, or None (default) for
+            β = (N − 1)/N. Ignored by the other methods.
         smoothing: None, ``"sqrt"`` or ``"log"``.
         clip: None or ``(lo, hi)`` with 0 ≤ lo ≤ hi; either may be None.
 
@@ -239,11 +201,14 @@ def pos_weight_from_counts(pos_counts, num_samples, *, method: str = "neg_pos",
         tensor([0.0270, 0.2703, 2.7027])
         >>> pos_weight_from_counts(counts, 1000, smoothing="sqrt", clip=(1.0, 10.0))
         tensor([ 1.0000,  4.3589, 10.0000])
+        >>> pos_weight_from_counts(counts, 1000, method="effective_number")
+        tensor([0.0341, 0.2752, 2.6907])
     """
     n, total = _check_counts(pos_counts, num_samples)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    beta = check_real("beta", beta, 0.0, 1.0, high_open=True)
+    if beta is not None:
+        beta = check_real("beta", beta, 0.0, 1.0, high_open=True)
     if smoothing not in SMOOTHINGS:
         raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
     lo, hi = _check_clip(clip)
@@ -254,10 +219,8 @@ def pos_weight_from_counts(pos_counts, num_samples, *, method: str = "neg_pos",
         raw = (total - n) / safe
     elif method == "inverse_frequency":
         raw = total / safe
-    elif beta == 0.0:
-        raw = torch.ones_like(n)
-    else:  # 1 - β^n = -expm1(n log β), accurate for β near 1
-        raw = (1.0 - beta) / -torch.expm1(safe * math.log(beta))
+    else:
+        raw = _effective_number_raw(n, safe, total, beta)
     if smoothing == "sqrt":
         raw = raw.sqrt()
     elif smoothing == "log":
@@ -288,7 +251,9 @@ def pos_weight_from_counts(pos_counts, num_samples, *, method: str = "neg_pos",
     return w.to(torch.float32)
 
 
-def multilabel_sample_weights(labels, *, pos_weight=None, mode: str = "max"):
+def multilabel_sample_weights(labels: torch.Tensor, *,
+                              pos_weight: torch.Tensor | None = None,
+                              mode: str = "max") -> torch.Tensor:
     r"""Per-sample weights for ``torch.utils.data.WeightedRandomSampler``.
 
     A sample's weight combines the class weights w_c of its positive labels:
@@ -350,7 +315,7 @@ def multilabel_sample_weights(labels, *, pos_weight=None, mode: str = "max"):
     return out.to(torch.float32)
 
 
-def prior_bias(pos_counts, num_samples):
+def prior_bias(pos_counts: torch.Tensor, num_samples: Number) -> torch.Tensor:
     r"""Logit bias log(π_c / (1 − π_c)) with the prior π_c = n_c / N.
 
     Initialise the final layer's bias with it so that, at the start of

@@ -1,5 +1,6 @@
-"""fused_losses.weights: hand-computed values, degenerate classes, streaming,
-the sampler's effect on label frequencies, bad input, and the worked example."""
+"""fused_losses.weights: hand-computed values, degenerate classes, effective-number β,
+the sampler's effect on label frequencies, bad input, and the worked example.
+label_counts's streaming and progress bar: tests/test_counts.py."""
 import doctest
 import importlib.util
 import math
@@ -9,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from torch.utils.data import WeightedRandomSampler
 
 import fused_losses
 from fused_losses import (label_counts, multilabel_sample_weights, pos_weight_from_counts,
@@ -79,6 +80,48 @@ def test_effective_number_tends_to_inverse_frequency():
     torch.testing.assert_close(eff, inv, rtol=1e-5, atol=0)
 
 
+# ---- effective number: β from the data by default, a warning when β saturates ----
+
+FORUM_COUNTS, FORUM_N = torch.tensor([19000, 65000, 38000, 105000]), 224000
+
+
+def _effective_number_by_hand(counts, total, beta):
+    """Cui et al. in float64 with plain powers: w_c ∝ (1 − β)/(1 − β^n_c), Σ w = C."""
+    raw = [(1 - beta) / (1 - beta ** int(c)) for c in counts]
+    return [len(raw) * r / sum(raw) for r in raw]
+
+
+def test_effective_number_default_beta_is_from_the_data():
+    w = pos_weight_from_counts(FORUM_COUNTS, FORUM_N, method="effective_number")
+    assert len(set(w.tolist())) == 4, w  # β = 0.999 gave [1, 1, 1, 1]
+    # ordered inversely to the counts: the rarest class weighs most
+    assert torch.equal(w.argsort(), FORUM_COUNTS.argsort(descending=True)), w
+    assert w.min() < 0.5 and w.max() > 1.9, w
+    close(w, _effective_number_by_hand(FORUM_COUNTS, FORUM_N, (FORUM_N - 1) / FORUM_N))
+    close(pos_weight_from_counts(FORUM_COUNTS, FORUM_N, method="effective_number", beta=None),
+          w.double())
+    # explicit β that does not saturate: the same formula
+    close(pos_weight_from_counts(COUNTS, N, method="effective_number", beta=0.9),
+          _effective_number_by_hand(COUNTS, N, 0.9))
+    # N = 1: β = 0, equal weights
+    close(pos_weight_from_counts(torch.tensor([1, 1, 0.5]), 1, method="effective_number"),
+          [1, 1, 1])
+
+
+def test_effective_number_warns_when_explicit_beta_saturates():
+    with pytest.warns(RuntimeWarning, match=r"beta=0.999 saturates.*beta=None"):
+        w = pos_weight_from_counts(FORUM_COUNTS, FORUM_N, method="effective_number",
+                                   beta=0.999)
+    close(w, [1, 1, 1, 1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pos_weight_from_counts(FORUM_COUNTS, FORUM_N, method="effective_number")
+        pos_weight_from_counts(COUNTS, N, method="effective_number", beta=0.5)  # 1 of 4 far
+        pos_weight_from_counts(COUNTS, N, method="effective_number", beta=0.0)  # asked for
+        pos_weight_from_counts(FORUM_COUNTS, FORUM_N, beta=0.999)  # neg_pos ignores β
+    assert not caught, [str(w.message) for w in caught]
+
+
 def test_inputs_accepted_as_any_real_counts():
     expected = pos_weight_from_counts(COUNTS, N)
     close(pos_weight_from_counts(COUNTS.double(), torch.tensor(N)), expected)
@@ -133,36 +176,11 @@ def test_prior_bias_values_and_degenerate_classes():
     assert torch.isfinite(model.bias).all()
 
 
-# ---- streaming counts equal in-memory counts ----
+# ---- label_counts (streaming and progress bars: tests/test_counts.py) ----
 
 def _labels(n=103, c=7, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(n, c, generator=gen) < torch.linspace(0.02, 0.6, c)
-
-
-@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int64, torch.float32])
-def test_streaming_counts_equal_in_memory(dtype):
-    y = _labels().to(dtype)
-    expected = y.double().sum(0).float()
-    x = torch.randn(y.shape[0], 3)
-    sources = {
-        "tensor": y,
-        "list of batches": list(y.split(10)),
-        "generator": (b for b in y.split(17)),
-        "list of (x, y)": list(zip(x.split(10), y.split(10))),
-        "DataLoader": DataLoader(TensorDataset(x, y), batch_size=16),
-    }
-    for what, source in sources.items():
-        counts, n = label_counts(source, num_classes=7)
-        assert counts.dtype == torch.float32, what
-        assert torch.equal(counts, expected) and n == 103, what
-
-
-def test_empty_iterable():
-    counts, n = label_counts([], num_classes=3)
-    assert torch.equal(counts, torch.zeros(3)) and n == 0
-    with pytest.raises(ValueError, match="num_classes"):
-        label_counts([])
 
 
 # ---- sampler weights ----
@@ -248,6 +266,7 @@ Y = _labels()
     (lambda: label_counts([(Y[:5],)]), TypeError, ["batch 0", "length 1"]),
     (lambda: label_counts(Y.numpy()), TypeError, ["labels_or_loader"]),
     (lambda: label_counts(3), TypeError, ["labels_or_loader", "int"]),
+    (lambda: label_counts(Y, progress="yes"), TypeError, ["progress", "bool"]),
     (lambda: label_counts(torch.ones(2, 2, dtype=torch.complex64)), TypeError, ["complex"]),
     (lambda: multilabel_sample_weights(torch.ones(4)), ValueError, ["labels", "2-D"]),
     (lambda: multilabel_sample_weights(Y.tolist()), TypeError, ["labels", "list"]),
