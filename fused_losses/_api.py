@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import numbers
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -147,6 +148,33 @@ def _default_repr(p):
     return None if p.is_operand else p.default
 
 
+def annotation(p):
+    """The type hint of one spec parameter, as the generated signatures show it.
+
+    An operand is ``Optional[torch.Tensor]``; an option is its ``type`` (``object``
+    gives ``Any``), with ``torch.Tensor`` added when ``tensor`` and ``None`` when
+    ``optional``. A parameter may declare its own hint as ``p.annotation``.
+    """
+    declared = getattr(p, "annotation", None)
+    if declared is not None:
+        return declared
+    if p.is_operand:
+        return Optional[torch.Tensor]
+    if p.type is object:
+        return Any
+    hint = Union[p.type, torch.Tensor] if p.tensor else p.type
+    return Optional[hint] if p.optional else hint
+
+
+def _annotate(fn, params, returns):
+    """Give ``fn`` the signature ``params -> returns``, annotations included."""
+    fn.__signature__ = inspect.Signature(params, return_annotation=returns)
+    fn.__annotations__ = {p.name: p.annotation for p in params
+                          if p.annotation is not inspect.Parameter.empty}
+    fn.__annotations__["return"] = returns
+    return fn
+
+
 def _args_doc(spec) -> str:
     lines = ["input: logits, float16, bfloat16 or float32 (float64: reference only).",
              "target: " + ("class indices (integer dtype)." if spec.targets == "index" else
@@ -182,13 +210,14 @@ def make_functional(spec):
         return call(spec, input, target, values, kwargs.get("reduction", default_reduction),
                     kwargs.get("backend", "auto"))
 
-    kw = inspect.Parameter.KEYWORD_ONLY
-    params = [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-              inspect.Parameter("target", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [inspect.Parameter(n, kw, default=defaults[n]) for n in names]
-    params += [inspect.Parameter("reduction", kw, default=default_reduction),
-               inspect.Parameter("backend", kw, default="auto")]
-    loss.__signature__ = inspect.Signature(params)
+    P, kw = inspect.Parameter, inspect.Parameter.KEYWORD_ONLY
+    params = [P("input", P.POSITIONAL_OR_KEYWORD, annotation=torch.Tensor),
+              P("target", P.POSITIONAL_OR_KEYWORD, annotation=torch.Tensor)]
+    params += [P(p.name, kw, default=defaults[p.name], annotation=annotation(p))
+               for p in spec.params]
+    params += [P("reduction", kw, default=default_reduction, annotation=str),
+               P("backend", kw, default="auto", annotation=str)]
+    _annotate(loss, params, torch.Tensor)
     loss.__name__ = loss.__qualname__ = spec.function
     loss.__module__ = "fused_losses.functional"
     loss.__doc__ = functional_doc(spec)
@@ -269,20 +298,21 @@ def make_module(spec, functional, base=SpecLoss, namespace=None):
     cls = type(spec.module, (base,), {"spec": spec, "functional": staticmethod(functional),
                                       "__doc__": doc, "__module__": "fused_losses.nn"})
     if base is SpecLoss:  # a base with its own __init__ keeps its signature
-        kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        params = [inspect.Parameter("self", kw)]
-        params += [inspect.Parameter(p.name, kw, default=_default_repr(p))
+        P, kw = inspect.Parameter, inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params = [P("self", kw)]
+        params += [P(p.name, kw, default=_default_repr(p), annotation=annotation(p))
                    for p in cls.held_params()]
-        params += [inspect.Parameter("reduction", kw, default=spec.default_reduction),
-                   inspect.Parameter("backend", kw, default="auto")]
-        cls.__init__ = _with_signature(cls.__init__, inspect.Signature(params))
+        params += [P("reduction", kw, default=spec.default_reduction, annotation=str),
+                   P("backend", kw, default="auto", annotation=str)]
+        cls.__init__ = _with_signature(cls.__init__, params)
+        cls.__init__.__qualname__ = f"{spec.module}.__init__"
     if namespace is not None:
         namespace[spec.module] = cls
     return cls
 
 
-def _with_signature(init, signature):
+def _with_signature(init, params):
+    """``init`` behind the signature ``params -> None`` (annotations included)."""
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
-    __init__.__signature__ = signature
-    return __init__
+    return _annotate(__init__, params, None)
