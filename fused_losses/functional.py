@@ -7,7 +7,10 @@ function takes ``backend="auto" | "triton" | "cuda" | "cpu" | "torch"`` (see
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from torch.nn._reduction import legacy_get_string
 
 from ._api import make_functional
 from .spec import SPECS
@@ -19,12 +22,27 @@ globals().update({spec.function: make_functional(spec) for spec in SPECS})
 
 
 def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
-                                     weight=None, reduction: str = "mean",
-                                     pos_weight=None) -> torch.Tensor:
-    """Drop-in for ``torch.nn.functional.binary_cross_entropy_with_logits``.
+                                     weight: Optional[torch.Tensor] = None,
+                                     size_average: Optional[bool] = None,
+                                     reduce: Optional[bool] = None,
+                                     reduction: str = "mean",
+                                     pos_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    r"""Drop-in for ``torch.nn.functional.binary_cross_entropy_with_logits``.
 
-    It is :func:`focal_bce` with ``gamma=0``: same signature, same result to
-    fp32 rounding, fused on GPU.
+    It is :func:`focal_bce` with ``gamma=0``: same signature (positional
+    order included), same result to fp32 rounding, fused on GPU. Per element,
+    with p = ``pos_weight`` (broadcast over the last dimension) and
+    w = ``weight`` (broadcast to the input)::
+
+        ℓ = −w · (p · y · log σ(x) + (1 − y) · log(1 − σ(x)))
+
+    then ``reduction`` ``"none"`` | ``"mean"`` | ``"sum"``.
+
+    ``size_average`` and ``reduce`` are torch's deprecated flags, with torch's
+    meaning: when either is not None they override ``reduction`` (``reduce``
+    False → ``"none"``; else ``size_average`` False → ``"sum"``; else
+    ``"mean"``; None counts as True) and torch's deprecation warning is
+    emitted (``torch.nn._reduction.legacy_get_string``).
 
     Example:
         >>> import torch, fused_losses
@@ -33,6 +51,8 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
         >>> torch.allclose(fused_losses.binary_cross_entropy_with_logits(x, y), ref)
         True
     """
+    if size_average is not None or reduce is not None:
+        reduction = legacy_get_string(size_average, reduce)
     # focal_bce is generated above (noqa: F821 for linters)
     return focal_bce(input, target, gamma=0.0, pos_weight=pos_weight,  # noqa: F821
                      weight=weight, reduction=reduction)

@@ -58,7 +58,18 @@ for _spec in SPECS:
 
 
 class BCEWithLogitsLoss(torch.nn.Module):
-    """Drop-in for ``torch.nn.BCEWithLogitsLoss``: :class:`FocalBCE` with ``gamma=0``.
+    r"""Drop-in for ``torch.nn.BCEWithLogitsLoss``: :class:`FocalBCE` with ``gamma=0``.
+
+    Same constructor as torch's, positional order included:
+    ``(weight, size_average, reduce, reduction, pos_weight)``. The loss is
+    :func:`fused_losses.binary_cross_entropy_with_logits`,
+    ℓ = −w · (p · y · log σ(x) + (1 − y) · log(1 − σ(x))) per element with
+    w = ``weight`` and p = ``pos_weight``, then reduced. ``size_average`` and
+    ``reduce`` are torch's deprecated flags: when either is not None they set
+    ``reduction`` as torch does (``reduce`` False → ``"none"``, else
+    ``size_average`` False → ``"sum"``, else ``"mean"``) and warn as torch does.
+    ``weight`` and ``pos_weight`` are buffers (``None`` when not given), so the
+    ``state_dict`` keys are torch's.
 
     Example:
         >>> import torch
@@ -68,8 +79,15 @@ class BCEWithLogitsLoss(torch.nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, weight=None, reduction: str = "mean", pos_weight=None):
+    weight: torch.Tensor | None
+    pos_weight: torch.Tensor | None
+
+    def __init__(self, weight: torch.Tensor | None = None,
+                 size_average: bool | None = None, reduce: bool | None = None,
+                 reduction: str = "mean", pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
+        if size_average is not None or reduce is not None:
+            reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
         self.reduction = check_reduction(reduction)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
