@@ -42,7 +42,7 @@ _INTERPRETED = triton_interpreted()
 _CUDA_PRESENT = torch.cuda.is_available()
 
 
-def _device_type(device) -> str:
+def _device_type(device: str | torch.device | torch.Tensor) -> str:
     if isinstance(device, torch.Tensor):
         return device.device.type
     return torch.device(device).type
@@ -75,7 +75,7 @@ def backend_problem(backend: str, device_type: str) -> str | None:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def available_backends(device="cpu") -> list[str]:
+def available_backends(device: str | torch.device | torch.Tensor = "cpu") -> list[str]:
     """The concrete backends usable here for tensors on ``device``.
 
     >>> from fused_losses import available_backends
@@ -86,7 +86,7 @@ def available_backends(device="cpu") -> list[str]:
     return [b for b in BACKENDS[1:] if backend_problem(b, device_type) is None]
 
 
-def check_backend(backend) -> str:
+def check_backend(backend: object) -> str:
     """``backend`` must name one of BACKENDS (available here or not)."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -131,7 +131,8 @@ def check_class_weight(name: str, value, n_classes: int):
     return value
 
 
-def check_class_target_values(target: torch.Tensor, n_classes: int, ignore_index=None) -> None:
+def check_class_target_values(target: torch.Tensor, n_classes: int,
+                              ignore_index: int | None = None) -> None:
     """Opt-in value check: every target is in [0, C) or equals ``ignore_index``.
 
     It reads the target on the host (a device sync), which is why the losses
