@@ -21,6 +21,27 @@ from .spec.ghmc import MAX_BINS as MAX_GHMC_BINS  # noqa: F401
 globals().update({spec.function: make_functional(spec) for spec in SPECS})
 
 
+def _legacy_reduction(size_average: Optional[bool], reduce: Optional[bool],
+                      reduction: str) -> str:
+    """``reduction``, or torch's reading of its deprecated flags when either is set.
+
+    Same rule and warning as torch (``legacy_get_string``). A string or a
+    tensor in a flag's place is refused: it is a call in the old order
+    ``(weight, reduction, pos_weight)``, which torch would read silently as
+    ``size_average``/``reduce`` truthiness.
+    """
+    for name, flag in (("size_average", size_average), ("reduce", reduce)):
+        if isinstance(flag, (str, torch.Tensor)):
+            raise TypeError(
+                f"{name} must be None or a bool (torch's deprecated flag), got "
+                f"{type(flag).__name__}{f' {flag!r}' if isinstance(flag, str) else ''}; "
+                f"torch's positional order is (weight, size_average, reduce, reduction, "
+                f"pos_weight): pass reduction= and pos_weight= by keyword")
+    if size_average is None and reduce is None:
+        return reduction
+    return legacy_get_string(size_average, reduce)
+
+
 def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
                                      weight: Optional[torch.Tensor] = None,
                                      size_average: Optional[bool] = None,
@@ -42,7 +63,9 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
     meaning: when either is not None they override ``reduction`` (``reduce``
     False → ``"none"``; else ``size_average`` False → ``"sum"``; else
     ``"mean"``; None counts as True) and torch's deprecation warning is
-    emitted (``torch.nn._reduction.legacy_get_string``).
+    emitted (``torch.nn._reduction.legacy_get_string``). A string or tensor
+    given for either flag (a call in the old ``weight, reduction, pos_weight``
+    order) raises ``TypeError``.
 
     Example:
         >>> import torch, fused_losses
@@ -51,8 +74,7 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
         >>> torch.allclose(fused_losses.binary_cross_entropy_with_logits(x, y), ref)
         True
     """
-    if size_average is not None or reduce is not None:
-        reduction = legacy_get_string(size_average, reduce)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     # focal_bce is generated above (noqa: F821 for linters)
     return focal_bce(input, target, gamma=0.0, pos_weight=pos_weight,  # noqa: F821
                      weight=weight, reduction=reduction)

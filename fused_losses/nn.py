@@ -67,7 +67,9 @@ class BCEWithLogitsLoss(torch.nn.Module):
     w = ``weight`` and p = ``pos_weight``, then reduced. ``size_average`` and
     ``reduce`` are torch's deprecated flags: when either is not None they set
     ``reduction`` as torch does (``reduce`` False → ``"none"``, else
-    ``size_average`` False → ``"sum"``, else ``"mean"``) and warn as torch does.
+    ``size_average`` False → ``"sum"``, else ``"mean"``) and warn as torch does;
+    a string or tensor in their place (the old ``weight, reduction, pos_weight``
+    order) raises ``TypeError``.
     ``weight`` and ``pos_weight`` are buffers (``None`` when not given), so the
     ``state_dict`` keys are torch's.
 
@@ -86,8 +88,8 @@ class BCEWithLogitsLoss(torch.nn.Module):
                  size_average: bool | None = None, reduce: bool | None = None,
                  reduction: str = "mean", pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
-        if size_average is not None or reduce is not None:
-            reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+        # torch's rule and warning; a str or tensor flag (the old order) raises
+        reduction = F._legacy_reduction(size_average, reduce, reduction)
         self.reduction = check_reduction(reduction)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)

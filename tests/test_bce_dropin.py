@@ -144,3 +144,17 @@ def test_invalid_reduction_still_raises():
     with pytest.raises(ValueError, match="reduction"):
         BCEWithLogitsLoss(None, None, None, "batchmean")
     assert fused_losses.BCEWithLogitsLoss is BCEWithLogitsLoss
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, y, w, pw: BCEWithLogitsLoss(w, "sum", pw),          # the old order
+    lambda x, y, w, pw: BCEWithLogitsLoss(w, None, pw),
+    lambda x, y, w, pw: binary_cross_entropy_with_logits(x, y, w, "sum", pw),
+    lambda x, y, w, pw: binary_cross_entropy_with_logits(x, y, w, None, pw),
+])
+def test_old_positional_order_is_refused(call):
+    """torch would read "sum" or a tensor as a truthy flag (or fail on bool(tensor));
+    we refuse it and name the order."""
+    x, y, w, pw = _data()
+    with pytest.raises(TypeError, match=r"must be None or a bool.*reduction= and pos_weight="):
+        call(x, y, w, pw)
