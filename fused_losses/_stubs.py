@@ -20,6 +20,7 @@ import sys
 import types
 import typing
 import warnings
+from typing import Any, Callable
 
 import torch
 
@@ -107,7 +108,7 @@ def default_text(value: object) -> str:
     return "..."
 
 
-def signature_of(obj: object) -> inspect.Signature:
+def signature_of(obj: Callable[..., Any]) -> inspect.Signature:
     """``inspect.signature`` with string hints evaluated (kept as text when they fail)."""
     try:
         return inspect.signature(obj, eval_str=True)
@@ -115,7 +116,7 @@ def signature_of(obj: object) -> inspect.Signature:
         return inspect.signature(obj)
 
 
-def def_lines(name: str, obj: object, imports: _Imports, indent: str = "",
+def def_lines(name: str, obj: Callable[..., Any], imports: _Imports, indent: str = "",
               returns: object = _P.empty) -> list[str]:
     """``def name(...) -> ...: ...`` for ``obj``'s signature (one line if it fits)."""
     sig = signature_of(obj)
@@ -126,7 +127,8 @@ def def_lines(name: str, obj: object, imports: _Imports, indent: str = "",
         if p.kind is _P.KEYWORD_ONLY and not star:
             parts.append("*")
             star = True
-        text = {_P.VAR_POSITIONAL: "*", _P.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
+        text = ("*" if p.kind is _P.VAR_POSITIONAL else
+                "**" if p.kind is _P.VAR_KEYWORD else "") + p.name
         star = star or p.kind is _P.VAR_POSITIONAL
         if p.annotation is not _P.empty:
             text += ": " + annotation_text(p.annotation, imports)
@@ -155,7 +157,7 @@ def _attributes(cls: type, imports: _Imports) -> list[str]:
     except Exception:  # noqa: BLE001 - a class that needs arguments: no attributes
         return []
     out, seen = [], set()
-    for p in list(signature_of(cls.__init__).parameters.values())[1:]:
+    for p in list(signature_of(getattr(cls, "__init__")).parameters.values())[1:]:
         if p.kind in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD) or p.name.startswith("_"):
             continue
         if hasattr(obj, p.name):
@@ -179,7 +181,7 @@ def class_lines(name: str, cls: type, imports: _Imports) -> list[str]:
     else:
         base = annotation_text(cls.__bases__[0], imports)
     lines = [f"class {name}({base}):"] + _attributes(cls, imports)
-    lines += def_lines("__init__", cls.__init__, imports, "    ", returns=None)
+    lines += def_lines("__init__", getattr(cls, "__init__"), imports, "    ", returns=None)
     if issubclass(cls, torch.nn.Module):
         lines += def_lines("forward", cls.forward, imports, "    ")
         lines += def_lines("__call__", cls.forward, imports, "    ")
@@ -228,10 +230,10 @@ def _source(obj: object) -> tuple[str, str] | None:
     if isinstance(obj, types.ModuleType):
         parent, _, name = obj.__name__.rpartition(".")
         return (".", name) if parent == PACKAGE else None
-    module, name = getattr(obj, "__module__", None), getattr(obj, "__name__", None)
-    if (isinstance(module, str) and isinstance(name, str) and module.startswith(PACKAGE + ".")
-            and getattr(sys.modules.get(module), name, None) is obj):
-        return "." + module[len(PACKAGE) + 1:], name
+    module, attr = getattr(obj, "__module__", None), getattr(obj, "__name__", None)
+    if (isinstance(module, str) and isinstance(attr, str) and module.startswith(PACKAGE + ".")
+            and getattr(sys.modules.get(module), attr, None) is obj):
+        return "." + module[len(PACKAGE) + 1:], attr
     return None
 
 
