@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEPS   := torch==2.13.0 triton numpy matplotlib pytest pytest-benchmark setuptools wheel ninja
+DEPS   := torch==2.13.0 triton numpy matplotlib pytest pytest-benchmark setuptools wheel ninja mypy
 
 .PHONY: test bench bench-quick gpu-check clean example
 

@@ -21,6 +21,7 @@ from torch import nn
 from . import _validate as v
 from . import ops
 from ._backend import BackendUnavailableError, check_backend, resolve_backend
+from ._strict import checks_values
 from .spec import SPECS
 
 # -- argument checks ----------------------------------------------------------
@@ -89,7 +90,33 @@ def check_call(spec, input, target, values: dict, reduction, backend):
     if target.requires_grad and spec.target_grad == "error":
         raise ValueError(f"{spec.function} does not support target.requires_grad")
     check_backend(backend)
+    if checks_values(input):
+        check_values(spec, input, target, out)
     return out
+
+
+def _check_tensor_option(opt, value):
+    """A tensor given for a ranged option: its values must lie in the range too."""
+    if opt.low is not None:
+        v.check_values_in(opt.name, value, opt.low, opt.high, high_open=opt.high_open)
+
+
+def check_values(spec, input, target, values: dict) -> None:
+    """The checks that read tensor data: target values and tensor options' ranges.
+
+    They cost one pass over the target, and a host sync on a GPU, so
+    ``check_call`` runs them where ``_strict.checks_values`` says: CPU tensors
+    always, others in strict mode, never inside a torch.compile trace.
+    """
+    ignore_index = values.get("ignore_index")
+    if spec.targets == "index":
+        v.check_class_target_values(target, input.shape[1] if input.dim() > 1 else
+                                    input.shape[0], ignore_index)
+    elif not target.requires_grad:  # a differentiable target is a free soft label
+        v.check_binary_target_values(target, ignore_index)
+    for opt in spec.options:
+        if opt.tensor and isinstance(values[opt.name], torch.Tensor):
+            _check_tensor_option(opt, values[opt.name])
 
 
 def resolve(spec, backend: str, input, target, values: dict) -> str:
@@ -256,6 +283,8 @@ class SpecLoss(nn.Module):
                     if getattr(p, "floating", True) and not value.is_floating_point():
                         raise TypeError(f"{p.name} must be a floating-point tensor, got "
                                         f"{value.dtype}")
+                    if not p.is_operand:  # construction always reads the values, even on a GPU
+                        _check_tensor_option(p, value)
                     self.register_buffer(p.name, value)
                     continue
             if p.is_operand:

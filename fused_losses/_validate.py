@@ -145,3 +145,48 @@ def check_class_target_values(target: torch.Tensor, n_classes: int,
         value = target[bad].flatten()[0].item()
         raise ValueError(f"target holds class index {value}, outside [0, {n_classes})"
                          + ("" if ignore_index is None else f" and not ignore_index={ignore_index}"))
+
+
+# -- value checks: they read tensor data, so they run only where
+# ``_strict.checks_values`` allows (CPU tensors always, GPU in strict mode) ----
+def _aminmax(t: torch.Tensor) -> tuple:
+    lo, hi = torch.aminmax(t.detach())
+    return lo.item(), hi.item()
+
+
+def check_values_in(name: str, value: torch.Tensor, low: float, high: float, *,
+                    high_open: bool = False) -> None:
+    """Every value of ``value`` in [low, high] (or [low, high)); NaN is refused."""
+    if value.numel() == 0 or value.dtype == torch.bool:
+        return
+    lo, hi = _aminmax(value)
+    above = hi >= high if high_open else hi > high
+    if math.isnan(lo) or math.isnan(hi) or lo < low or above:
+        bracket = ")" if high_open else "]"
+        bad = lo if (math.isnan(lo) or lo < low) else hi
+        raise ValueError(f"{name} must hold values in [{low}, {high}{bracket}, got {bad} "
+                         f"(tensor of shape {tuple(value.shape)})")
+
+
+def check_binary_target_values(target: torch.Tensor, ignore_index=None) -> None:
+    """Hard labels (bool/integer) are 0 or 1, soft labels (float) lie in [0, 1];
+    values equal to ``ignore_index`` are allowed. NaN is refused."""
+    if target.numel() == 0 or target.dtype == torch.bool:
+        return
+    lo, hi = _aminmax(target)
+    if 0 <= lo and hi <= 1:  # False for NaN
+        return
+    t = target.detach()
+    bad = ~((t >= 0) & (t <= 1))
+    if ignore_index is not None:
+        bad &= t != ignore_index
+    if not bool(bad.any()):
+        return
+    value = t[bad].flatten()[0].item()
+    if target.is_floating_point():
+        rule = "soft labels (float targets) must lie in [0, 1]"
+    else:
+        rule = (f"hard labels ({target.dtype} targets) must be 0 or 1 (a 0/255 mask? pass "
+                f"mask > 0)")
+    extra = "" if ignore_index is None else f", or equal ignore_index={ignore_index}"
+    raise ValueError(f"target holds {value}: {rule}{extra}")

@@ -7,6 +7,8 @@ and ``extra_repr`` lists the options. GHMC adds its EMA state.
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
 
 from . import functional as F
@@ -17,13 +19,19 @@ from .spec import SPECS, ghmc
 
 class _GhmcBase(SpecLoss):
     """GHMC's state: ``acc_sum`` (float32 ``[bins]``, zeros at start) is a buffer,
-    updated in place on every call when ``momentum`` > 0. ``sync_distributed=True``
+    the EMA of the bin counts when ``momentum`` > 0. As BatchNorm does with its
+    running statistics, the module updates it only in training mode: in
+    ``eval()`` mode the loss is computed exactly as a training step would compute
+    it (with this batch's counts folded into a copy of the EMA) and the buffer is
+    left unchanged, so a validation loss leaves the training statistics alone.
+    (mmdet's GHMC updates its EMA in every mode; the functional ``ghmc`` always
+    updates the ``acc_sum`` it is given.) ``sync_distributed=True``
     sums the histogram over the default ``torch.distributed`` group (or pass a
     process group), so every rank uses the global histogram and keeps an
     identical ``acc_sum``. ``label_weight`` is an argument of ``forward``."""
 
     def __init__(self, bins: int = 10, momentum: float = 0.0, reduction: str = "mean",
-                 backend: str = "auto", sync_distributed=False):
+                 backend: str = "auto", sync_distributed: Any = False) -> None:
         super().__init__(bins=bins, momentum=momentum, reduction=reduction, backend=backend)
         self.sync_distributed = sync_distributed
         self.register_buffer("acc_sum", torch.zeros(self.bins, dtype=torch.float32))
@@ -42,9 +50,11 @@ class _GhmcBase(SpecLoss):
         return dist.group.WORLD if self.sync_distributed is True else self.sync_distributed
 
     def forward(self, input: torch.Tensor, target: torch.Tensor,
-                label_weight=None) -> torch.Tensor:
+                label_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # eval(): a copy takes the update ([bins] floats), the buffer does not.
+        acc_sum = self.acc_sum if self.training else self.acc_sum.clone()
         return F.ghmc(input, target, bins=self.bins, momentum=self.momentum,
-                      acc_sum=self.acc_sum, label_weight=label_weight,
+                      acc_sum=acc_sum, label_weight=label_weight,
                       reduction=self.reduction, backend=self.backend,
                       process_group=self._process_group())
 

@@ -49,19 +49,19 @@ class GHMC(torch.nn.Module):
         momentum: float = 0.0,
         reduction: str = 'mean',
         backend: str = 'auto',
-        sync_distributed=False,
+        sync_distributed: Any = False,
     ) -> None: ...
     def forward(
         self,
         input: torch.Tensor,
         target: torch.Tensor,
-        label_weight=None,
+        label_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
     def __call__(
         self,
         input: torch.Tensor,
         target: torch.Tensor,
-        label_weight=None,
+        label_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 class AsymmetricLoss(torch.nn.Module):

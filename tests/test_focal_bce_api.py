@@ -25,7 +25,7 @@ def test_bce_module_drop_in(reduction):
 
 def test_functional_drop_in_positional_signature():
     pw = torch.rand(6)
-    ours = fused_losses.binary_cross_entropy_with_logits(X, T, None, "sum", pw)
+    ours = fused_losses.binary_cross_entropy_with_logits(X, T, None, None, None, "sum", pw)
     assert_close(ours, F.binary_cross_entropy_with_logits(X, T, None, reduction="sum",
                                                           pos_weight=pw))
 

@@ -34,7 +34,8 @@ def held_values(spec, n=32, seed=0, config=None):
     non-default, every buffer present."""
     gen = torch.Generator().manual_seed(seed)
     h = torch.randn(n, 16, generator=gen)
-    _, t, values = case(spec, (n, C), config or everything(spec), seed=seed, hard=True)
+    config = everything(spec) if config is None else config
+    _, t, values = case(spec, (n, C), config, seed=seed, hard=True)
     held = {p.name: values[p.name] for p in module_class(spec).held_params()}
     return held, h, t
 

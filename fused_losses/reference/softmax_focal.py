@@ -12,8 +12,8 @@ row's (1 - p_y)^γ and multiplies the whole smoothed row loss (ε = 0:
 -α_y·(1-p_y)^γ·log p_y). ``mean`` divides Σ loss by Σ α_y over non-ignored
 rows (their count without ``alpha``), as cross_entropy does; 0/0 is NaN, as
 in torch. Rows whose target equals ``ignore_index`` give 0. A target outside
-[0, C) that is not ignored gives a NaN loss for its row (checking values
-would need a host sync; see ``fused_losses.check_class_targets``).
+[0, C) that is not ignored gives a NaN loss for its row here (the public
+functions refuse it first wherever values are checked: see ``_strict.py``).
 """
 from __future__ import annotations
 

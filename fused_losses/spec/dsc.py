@@ -13,7 +13,8 @@ SPEC = LossSpec(
         \tilde p = (1-p)^\alpha\,p,\qquad
         \ell = 1 - \frac{2\tilde p + \text{smooth}}{\tilde p + 1 + \text{smooth}}
 
-    An index outside [0, C) gives a NaN row loss (not checked: that needs a sync).""",
+    An index outside [0, C) raises on CPU (and in strict mode on a GPU);
+    unchecked, it gives a NaN row loss.""",
     shapes="input ``[N, C]`` logits, target ``[N]`` class indices (integer dtype); "
            "output ``[]`` or ``[N]`` (``none``).",
     targets="index", protocol="rows", input_dims="matrix",

@@ -20,10 +20,10 @@ SPEC = LossSpec(
     ``alpha``), as cross_entropy does (0/0 gives NaN, as there). Spatial inputs
     are read in place, with the class stride d1·d2·…, not copied.
 
-    A target outside [0, C) that is not ``ignore_index`` is not checked (that
-    needs a device sync): its row's loss and gradient are NaN, and the kernels
-    never read outside the row. Call ``fused_losses.check_class_targets`` to
-    check values explicitly.""",
+    A target outside [0, C) that is not ``ignore_index`` raises on CPU tensors
+    and, in strict mode (``fused_losses.set_strict``), on GPU tensors. Unchecked
+    (a GPU outside strict mode: the check needs a device sync), its row's loss
+    and gradient are NaN, and the kernels never read outside the row.""",
     shapes="input ``[N, C]``, ``[N, C, d1, ...]`` or ``[C]`` logits; target class "
            "indices (integer dtype) ``[N]``, ``[N, d1, ...]`` or ``[]``; output ``[]`` or "
            "the target's shape (``none``).",
