@@ -256,7 +256,8 @@ def build_tensor(spec, p, marker, x, t, seed=3):
             value = value > 0.5
     else:  # a scalar option that also takes a tensor: values in its range
         value = torch.rand(_broadcast_shape(t.shape, marker.pattern), generator=gen)
-        value = p.low + (p.high - p.low) * value
+        span = 3.0 if math.isinf(p.high) else p.high - p.low  # [low, inf): [low, low + 3)
+        value = p.low + span * value
     return value.to(x.device)
 
 

@@ -1,8 +1,10 @@
 // Fused asymmetric loss (ASL) on the CPU, written once and compiled per
 // capability (asl_default.cpp, asl_avx2.cpp, asl_avx512.cpp), on the chunk
 // driver of kernel_common.h. Formula and subgradients:
-// fused_losses/reference/asl.py. Hard 0/1 targets (bool/integer, or float
-// vectors whose lanes are all 0/1) take a path with one log per lane.
+// fused_losses/reference/asl.py. Targets are smoothed first (t·(1-ε) + ε/2);
+// hard 0/1 targets (bool/integer without smoothing, or vectors whose lanes are
+// all 0/1 after it) take a path with one log per lane. pos_weight scales the
+// positive term before the focal factor.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -15,19 +17,29 @@ namespace CPU_CAPABILITY {
 
 using AslArgs = LaunchArgs<AslOptions>;
 
+// pos_weight's operand slot, after weight: the twin of asl.cpp's kAslPosWeightSlot.
+constexpr int kAslPosWeightSlot = AslOperands::weight + 1;
+static_assert(kAslPosWeightSlot < kMaxOperands, "asl: no operand slot for pos_weight");
+
 // Per-call constants, derived from the options once and broadcast.
 struct AslConsts {
-  Vec gamma_pos, gamma_neg, clip, log_eps;
+  Vec gamma_pos, gamma_neg, clip, log_eps, pos_weight, smooth_scale, smooth_shift;
   int int_pos, int_neg;  // γ₊, γ₋ when both are integers in 0..4 (powers by products), else -1
-  bool clip_on, has_eps, hard, focal, detach;
+  bool clip_on, has_eps, hard, focal, detach, smooth;
+  bool pw_value;  // the float pos_weight applies (no tensor operand)
   explicit AslConsts(const AslArgs& a)
       : gamma_pos(a.opt.gamma_pos), gamma_neg(a.opt.gamma_neg), clip(a.opt.clip),
         log_eps(a.opt.eps > 0.f ? static_cast<float>(std::log(static_cast<double>(a.opt.eps)))
                                 : 0.f),
+        pos_weight(a.opt.pos_weight), smooth_scale(1.f - a.opt.label_smoothing),
+        smooth_shift(0.5f * a.opt.label_smoothing),
         int_pos(-1), int_neg(-1), clip_on(a.opt.clip > 0.f), has_eps(a.opt.eps > 0.f),
-        hard(!is_floating(a.target_dtype)),
+        // Smoothing turns 0/1 labels soft: only unsmoothed integer targets are 0/1.
+        hard(!is_floating(a.target_dtype) && a.opt.label_smoothing == 0.f),
         focal(a.opt.gamma_pos != 0.f || a.opt.gamma_neg != 0.f),
-        detach(a.opt.detach_focal_weight) {
+        detach(a.opt.detach_focal_weight), smooth(a.opt.label_smoothing != 0.f),
+        pw_value(a.opt.has_pos_weight &&
+                 a.operands[kAslPosWeightSlot].ptr == nullptr) {
     for (int k = 0; k <= 4; ++k) {
       if (a.opt.gamma_pos == static_cast<float>(k)) int_pos = k;
       if (a.opt.gamma_neg == static_cast<float>(k)) int_neg = k;
@@ -64,7 +76,8 @@ inline Vec focal_from_log(const Vec& gamma, const Vec& log_q) {
 // Hard targets: one log per lane. Positives need log1p(e) (log σ(x)), negatives
 // log p_m: log1p(-d) while d < 1/2, else log(σ(-x) + clip) (clip = 0: log1p(e)
 // again, for log σ(-x)). All go through Goldberg's log(u)·v/(u-1).
-inline void asl_hard(const Vec& x, const Vec& t, const AslConsts& c, Vec& loss, Vec& grad) {
+inline void asl_hard(const Vec& x, const Vec& t, const AslConsts& c, const Vec* pw, Vec& loss,
+                     Vec& grad) {
   const Vec zero(0.f), one(1.f), half(0.5f);
   const Sigmoids s = sigmoids(x);
   const Vec pos = t > half;
@@ -91,6 +104,11 @@ inline void asl_hard(const Vec& x, const Vec& t, const AslConsts& c, Vec& loss, 
   clamp_log(c, log_v, dlog_v);
   loss = log_v.neg();
   grad = dlog_v.neg();
+  if (pw) {  // positives only, before the focal factor (whose derivative uses the loss)
+    const Vec scale = Vec::blendv(one, *pw, pos);
+    loss = loss * scale;
+    grad = grad * scale;
+  }
   if (!c.focal) return;
   const Vec gamma = Vec::blendv(c.gamma_neg, c.gamma_pos, pos);
   // 1 - p_t: σ(-x) for positives; d (or σ(x) without clip) for negatives.
@@ -119,7 +137,8 @@ inline void asl_hard(const Vec& x, const Vec& t, const AslConsts& c, Vec& loss, 
 }
 
 // Soft targets: the general formula, the twin of asl_terms in triton/asl.py.
-inline void asl_soft(const Vec& x, const Vec& t, const AslConsts& c, Vec& loss, Vec& grad) {
+inline void asl_soft(const Vec& x, const Vec& t, const AslConsts& c, const Vec* pw, Vec& loss,
+                     Vec& grad) {
   const Vec zero(0.f), one(1.f), half(0.5f), ninf(-INFINITY);
   const SigmoidTerms s = sigmoid_terms(x);
   Vec log_pm = s.log_n, dlog_pm = s.s_p.neg(), log_d = s.log_p, dlog_d = s.s_n;
@@ -143,8 +162,9 @@ inline void asl_soft(const Vec& x, const Vec& t, const AslConsts& c, Vec& loss, 
   clamp_log(c, lp, dlp);
   clamp_log(c, log_pm, dlog_pm);
   const Vec omt = one - t;
-  loss = (t * lp + omt * log_pm).neg();
-  grad = (t * dlp + omt * dlog_pm).neg();
+  const Vec pos_t = pw ? t * *pw : t;
+  loss = (pos_t * lp + omt * log_pm).neg();
+  grad = (pos_t * dlp + omt * dlog_pm).neg();
   if (!c.focal) return;
   const Vec gamma = c.gamma_pos * t + c.gamma_neg * omt;
   const Vec live = (t > zero) | live_d;
@@ -161,12 +181,22 @@ inline void asl_soft(const Vec& x, const Vec& t, const AslConsts& c, Vec& loss, 
   apply_focal(c, gamma, f, dlog_q, loss, grad);
 }
 
-inline void asl_vec(const Vec& x, const Vec& t, const AslConsts& c, const OperandRow& w,
-                    int64_t col, int64_t n, Vec& loss, Vec& grad) {
+inline void asl_vec(const Vec& x, Vec t, const AslConsts& c, const OperandRow& w,
+                    const OperandRow& pw_row, int64_t col, int64_t n, Vec& loss, Vec& grad) {
+  if (c.smooth) t = t * c.smooth_scale + c.smooth_shift;
+  Vec pw_vec;
+  const Vec* pw = nullptr;
+  if (pw_row.base) {
+    pw_vec = pw_row.load(col, n);
+    pw = &pw_vec;
+  } else if (c.pw_value) {
+    pw = &c.pos_weight;
+  }
+  // all_hard after smoothing: lanes it left exactly 0/1 are hard labels.
   if (c.hard || all_hard(t)) {
-    asl_hard(x, t, c, loss, grad);
+    asl_hard(x, t, c, pw, loss, grad);
   } else {
-    asl_soft(x, t, c, loss, grad);
+    asl_soft(x, t, c, pw, loss, grad);
   }
   if (w.base) {
     const Vec wv = w.load(col, n);
@@ -180,16 +210,18 @@ struct Asl {
   static constexpr bool kScaleGrad = true;
   const AslConsts c;
   const Operand& weight;
+  const Operand& pos_weight;
   const Vec grad_scale;
   const int64_t cols;
   const bool count_kept = false, mean;
   explicit Asl(const AslArgs& a)
       : c(a), weight(a.operands[AslOperands::weight]),
+        pos_weight(a.operands[kAslPosWeightSlot]),
         grad_scale(a.mean && a.numel ? 1.f / static_cast<float>(a.numel) : 1.f),
         cols(operand_cols(a, any_operand(a))), mean(a.mean) {}
   void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t, int64_t n, Vec& loss,
                   Vec& grad, Vec&) const {
-    asl_vec(x, t, c, OperandRow(weight, row), col, n, loss, grad);
+    asl_vec(x, t, c, OperandRow(weight, row), OperandRow(pos_weight, row), col, n, loss, grad);
   }
 };
 

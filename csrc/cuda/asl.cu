@@ -2,8 +2,10 @@
 // elementwise skeleton of elementwise.cuh.
 //
 // The same maths as fused_losses/triton/asl.py (formula and subgradients in
-// fused_losses/reference/asl.py). No element is ignored: a mean divides by
-// numel and the saved gradient's scale is 1.
+// fused_losses/reference/asl.py). Targets are smoothed first, pos_weight
+// (a float, or a broadcast tensor that wins over it) scales the positive term
+// before the focal factor. No element is ignored: a mean divides by numel and
+// the saved gradient's scale is 1.
 //
 // Only CUDA headers here, no torch: CI compile-checks this file with nvcc alone.
 #include <cuda_runtime.h>
@@ -25,12 +27,18 @@ using device::load_operand;
 using elementwise::Element;
 using Args = LaunchArgs<AslOptions>;
 
+// pos_weight's operand slot, after weight: the twin of asl.cpp's kAslPosWeightSlot.
+constexpr int kAslPosWeightSlot = AslOperands::weight + 1;
+static_assert(kAslPosWeightSlot < kMaxOperands, "asl: no operand slot for pos_weight");
+
 // Derived from the options once per launch.
 struct AslConsts {
   float log_eps;     // log(eps), used when has_eps
   float grad_scale;  // forward gradient multiplier (1/numel for a mean)
   bool clip_on, has_eps;
-  bool hard;         // bool/integer targets: 0/1 select path
+  bool hard;         // bool/integer targets without smoothing: 0/1 select path
+  bool smooth;       // label_smoothing != 0
+  bool pw_value;     // the float pos_weight applies (no tensor operand)
   bool focal;        // γ₊ or γ₋ non-zero
   bool clamp_count;  // false: no element is ignored
 };
@@ -46,8 +54,9 @@ __device__ __forceinline__ void clamp_log(const AslConsts& c, float* log_v, floa
 }
 
 // Loss and gradient of one element before the weight: the CUDA twin of asl_terms.
+// `t` is the smoothed target, `pw` the positive term's weight (1 without one).
 __device__ __forceinline__ Element asl_terms(const AslOptions& o, const AslConsts& c, float x,
-                                             float t) {
+                                             float t, float pw) {
   const float kNegInf = -__int_as_float(0x7f800000);  // -inf (no constexpr intrinsic)
   float log_p, log_n, s_p, s_n;
   device::sigmoid_terms(x, &log_p, &log_n, &s_p, &s_n);
@@ -69,8 +78,9 @@ __device__ __forceinline__ Element asl_terms(const AslOptions& o, const AslConst
   float lp = log_p, dlp = s_n;
   clamp_log(c, &lp, &dlp);
   clamp_log(c, &log_pm, &dlog_pm);
-  float loss = -(t * lp + (1.f - t) * log_pm);
-  float grad = -(t * dlp + (1.f - t) * dlog_pm);
+  const float pos_t = t * pw;
+  float loss = -(pos_t * lp + (1.f - t) * log_pm);
+  float grad = -(pos_t * dlp + (1.f - t) * dlog_pm);
   if (!c.focal) return Element{loss, grad, true};
   const float gamma = o.gamma_pos * t + o.gamma_neg * (1.f - t);
   float log_q, dlog_q;
@@ -115,7 +125,9 @@ struct Asl {
     c.log_eps = c.has_eps ? static_cast<float>(std::log(static_cast<double>(o.eps))) : 0.f;
     c.grad_scale = (a.mean && a.numel) ? 1.f / static_cast<float>(a.numel) : 1.f;
     c.clip_on = o.clip > 0.f;
-    c.hard = !is_floating(a.target_dtype);
+    c.hard = !is_floating(a.target_dtype) && o.label_smoothing == 0.f;
+    c.smooth = o.label_smoothing != 0.f;
+    c.pw_value = o.has_pos_weight && a.operands[kAslPosWeightSlot].ptr == nullptr;
     c.focal = o.gamma_pos != 0.f || o.gamma_neg != 0.f;
     c.clamp_count = false;
     return c;
@@ -125,8 +137,12 @@ struct Asl {
   __device__ __forceinline__ static Element element(const Args& a, const Consts& c, int64_t i,
                                                     int64_t row, int64_t col) {
     const float x = load_float(static_cast<const TIn*>(a.input) + i);
-    const float t = load_float(static_cast<const TT*>(a.target) + i);
-    Element e = asl_terms(a.opt, c, x, t);
+    float t = load_float(static_cast<const TT*>(a.target) + i);
+    if (c.smooth) t = t * (1.f - a.opt.label_smoothing) + 0.5f * a.opt.label_smoothing;
+    const Operand& pos_weight = a.operands[kAslPosWeightSlot];
+    const float pw = pos_weight.ptr != nullptr ? load_operand(pos_weight, row, col)
+                                               : (c.pw_value ? a.opt.pos_weight : 1.f);
+    Element e = asl_terms(a.opt, c, x, t, pw);
     const Operand& weight = a.operands[AslOperands::weight];
     if (weight.ptr != nullptr) {
       const float w = load_operand(weight, row, col);

@@ -1,21 +1,27 @@
 """Asymmetric loss (ASL; Ben-Baruch et al., ICCV 2021) in plain PyTorch: the
 oracle and CPU fallback.
 
-For logits x and targets t (hard 0/1 or soft in [0, 1]) of the same shape::
+For logits x and targets t (hard 0/1 or soft in [0, 1]) of the same shape,
+label smoothing ε first moves every target towards 1/2 (hard labels turn
+soft), and t below is that smoothed target::
 
+    t    ← t·(1-ε) + ε/2
     p    = σ(x)
     p_m  = min(1 - p + clip, 1)       (1 - p when clip = 0)
-    L₊   = t·log(max(p, eps))
+    L₊   = p_w·t·log(max(p, eps))     (p_w: pos_weight, a float or a broadcast tensor; 1 if None)
     L₋   = (1-t)·log(max(p_m, eps))
     p_t  = p·t + p_m·(1-t)
     γ    = γ₊·t + γ₋·(1-t)
     loss = -w·(L₊ + L₋)·(1 - p_t)^γ
 
+p_w scales the positive term only: p_t and γ (hence the focal factor) do not
+depend on it.
+
 Stable forms: log max(p, eps) is log σ(x) clamped at log eps; 1 - p is σ(-x);
 log p_m is log1p(-d) with d = max(p - clip, 0) = 1 - p_m while d < 1/2 and
 log(σ(-x) + clip) beyond, so neither side cancels. 1 - p_t = t·σ(-x) + (1-t)·d
 is a sum of non-negatives, and (1 - p_t)^γ is exp(γ·log(1 - p_t)) with the log
-from log-sigmoids (hard targets) or a log-add-exp (soft targets).
+from log-sigmoids (hard targets, ε = 0) or a log-add-exp (soft targets).
 
 Subgradients (what every backend implements): a clamp passes the gradient
 where the unclamped value is inside its bound, equality included (torch's
@@ -63,24 +69,32 @@ def _log_one_minus_pt(log_n, log_d, t, hard: bool):
 
 def asl(input: torch.Tensor, target: torch.Tensor, *, gamma_pos: float = 1.0,
         gamma_neg: float = 4.0, clip: float = 0.05, eps: float = 1e-8,
-        detach_focal_weight: bool = True, weight=None, reduction: str = "sum") -> torch.Tensor:
+        detach_focal_weight: bool = True, weight=None, pos_weight=None,
+        label_smoothing: float = 0.0, reduction: str = "sum") -> torch.Tensor:
     """Reference ASL; arguments are already validated by ``functional``.
 
     Maths runs in fp32 (fp64 for fp64 logits); the result has ``input.dtype``.
-    Shapes: input and target any equal shape; weight broadcasts to it; output
-    ``[]`` or the input's shape for ``reduction="none"``.
+    Shapes: input and target any equal shape; weight and a pos_weight tensor
+    broadcast to it; output ``[]`` or the input's shape for ``reduction="none"``.
     """
     dtype = compute_dtype(input)
     x = input.to(dtype)
     t = target.to(dtype)
+    hard = not target.is_floating_point() and label_smoothing == 0.0
+    if label_smoothing != 0.0:
+        t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
     log_p, log_n = log_sigmoid_pair(x)
     log_pm, log_d = _log_shifted_negative(x, log_p, log_n, clip)
     if eps > 0.0:
         log_eps = math.log(eps)
         log_p, log_pm = torch.clamp_min(log_p, log_eps), torch.clamp_min(log_pm, log_eps)
-    loss = t * log_p + (1.0 - t) * log_pm
+    pos_t = t
+    if isinstance(pos_weight, torch.Tensor):
+        pos_t = t * pos_weight.to(dtype)
+    elif pos_weight is not None:
+        pos_t = t * float(pos_weight)
+    loss = pos_t * log_p + (1.0 - t) * log_pm
     if gamma_pos != 0.0 or gamma_neg != 0.0:
-        hard = not target.is_floating_point()
         log_q = _log_one_minus_pt(log_n, log_d, t, hard)
         gamma = gamma_pos * t + gamma_neg * (1.0 - t)
         live = log_q > float("-inf")

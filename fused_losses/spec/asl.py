@@ -6,14 +6,17 @@ SPEC = LossSpec(
     summary=r"""Asymmetric loss (ASL; Ben-Baruch et al., ICCV 2021) on logits.
 
     .. math::
+        t' = t(1-\varepsilon) + \varepsilon/2,\quad
         p = \sigma(x),\quad p_m = \min(1 - p + \mathrm{clip}, 1),\quad
-        p_t = p\,t + p_m(1-t),\quad \gamma = \gamma_+ t + \gamma_-(1-t)
+        p_t = p\,t' + p_m(1-t'),\quad \gamma = \gamma_+ t' + \gamma_-(1-t')
 
-        \ell = -w\,\bigl(t\log\max(p, \epsilon) + (1-t)\log\max(p_m, \epsilon)\bigr)
+        \ell = -w\,\bigl(p_w\,t'\log\max(p, \epsilon) + (1-t')\log\max(p_m, \epsilon)\bigr)
                 (1-p_t)^{\gamma}
 
     The defaults are the paper's official ones, including ``reduction="sum"``
-    (its code returns the negated sum). Maths run in fp32, so fp16 logits give no NaN.""",
+    (its code returns the negated sum). ``pos_weight`` (p_w, outside the focal
+    factor), ``label_smoothing`` (ε) and ``reduction="batchmean"`` follow timm's
+    ``AsymmetricLossMultiLabel``. Maths run in fp32, so fp16 logits give no NaN.""",
     shapes="input and target any equal shape; output ``[]`` (``sum``/``mean``) or the "
            "input's shape (``none``).",
     targets="binary", protocol="elementwise", default_reduction="sum",
@@ -30,6 +33,13 @@ SPEC = LossSpec(
         Option("detach_focal_weight", bool, True, "treat (1-p_t)^γ as a constant in the "
                "backward, as the paper does, without touching the global grad mode."),
         Operand("weight", "broadcast", "per-element rescaling, broadcasting to target."),
+        Option("pos_weight", float, None, "None (p_w = 1), a finite float >= 0, or a tensor "
+               "broadcasting to target (e.g. ``[C]``): weight of the positive term, "
+               "applied before the focal factor.", low=0.0, high=INF, high_open=True,
+               optional=True, tensor=True),
+        Option("label_smoothing", float, 0.0, "ε in [0, 1); targets become t·(1-ε) + ε/2 "
+               "before anything else (hard labels turn soft).",
+               low=0.0, high=1.0, high_open=True),
     ),
     example="""
         >>> import torch, fused_losses

@@ -20,15 +20,17 @@ from torch.library import triton_op
 
 from ..spec.asl import SPEC
 from ._launch import broadcast_operands, elementwise_backward, elementwise_forward
-from ._math import load_xt, log1p_fp32, log_add_exp, rescale_rc, row_col, sigmoid_terms
+from ._math import (load_rc, load_xt, log1p_fp32, log_add_exp, rescale_rc, row_col,
+                    sigmoid_terms)
 from ._reduce import write_tile
 
 
 @triton.jit
-def asl_terms(x, t, gamma_pos, gamma_neg, clip, log_eps, CLIP: tl.constexpr,
+def asl_terms(x, t, pw, gamma_pos, gamma_neg, clip, log_eps, CLIP: tl.constexpr,
               HAS_EPS: tl.constexpr, HARD: tl.constexpr, FOCAL: tl.constexpr,
-              DETACH: tl.constexpr):
-    """Elementwise ASL loss and d loss/dx (before the weight), fp32.
+              DETACH: tl.constexpr, HAS_PW: tl.constexpr):
+    """Elementwise ASL loss and d loss/dx (before the weight), fp32, for the
+    (already smoothed) target t; ``pw`` (read when HAS_PW) scales the positive term.
 
     Clamps are written as ``where(v < bound, bound, v)`` so a NaN logit stays NaN.
     """
@@ -59,8 +61,11 @@ def asl_terms(x, t, gamma_pos, gamma_neg, clip, log_eps, CLIP: tl.constexpr,
         lp = tl.where(log_p < log_eps, log_eps, log_p)
         dlog_pm = tl.where(log_pm >= log_eps, dlog_pm, 0.0)
         log_pm = tl.where(log_pm < log_eps, log_eps, log_pm)
-    loss = -(t * lp + (1.0 - t) * log_pm)
-    grad = -(t * dlp + (1.0 - t) * dlog_pm)
+    pos_t = t
+    if HAS_PW:
+        pos_t = t * pw
+    loss = -(pos_t * lp + (1.0 - t) * log_pm)
+    grad = -(pos_t * dlp + (1.0 - t) * dlog_pm)
     if FOCAL:
         gamma = gamma_pos * t + gamma_neg * (1.0 - t)
         if HARD:
@@ -85,37 +90,52 @@ def asl_terms(x, t, gamma_pos, gamma_neg, clip, log_eps, CLIP: tl.constexpr,
 
 
 @triton.jit
-def _asl_kernel(x_ptr, t_ptr, w_ptr, out_ptr, grad_ptr, psum_ptr, pcnt_ptr, gout_ptr, numel,
-                C, inv_c, w_sr, w_sc, gamma_pos, gamma_neg, clip, log_eps, grad_scale,
-                HAS_W: tl.constexpr, CLIP: tl.constexpr, HAS_EPS: tl.constexpr,
+def _asl_kernel(x_ptr, t_ptr, w_ptr, pw_ptr, out_ptr, grad_ptr, psum_ptr, pcnt_ptr, gout_ptr,
+                numel, C, inv_c, w_sr, w_sc, pw_sr, pw_sc, gamma_pos, gamma_neg, clip, log_eps,
+                pos_weight, smoothing, grad_scale,
+                HAS_W: tl.constexpr, PW_MODE: tl.constexpr, SMOOTH: tl.constexpr,
+                CLIP: tl.constexpr, HAS_EPS: tl.constexpr,
                 HARD: tl.constexpr, FOCAL: tl.constexpr, DETACH: tl.constexpr,
                 SMALL_C: tl.constexpr, REDUCE: tl.constexpr, WRITE_GRAD: tl.constexpr,
                 BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
     """Loss and d loss/dx of one tile (0 on padding), written as
-    ``_reduce.write_tile`` says."""
+    ``_reduce.write_tile`` says. PW_MODE: 0 no pos_weight, 1 the float
+    ``pos_weight``, 2 the tensor at ``pw_ptr``."""
     # torch.compile passes Python floats as fp64 scalars: keep the maths in fp32.
     gamma_pos, gamma_neg = tl.cast(gamma_pos, tl.float32), tl.cast(gamma_neg, tl.float32)
     clip, log_eps = tl.cast(clip, tl.float32), tl.cast(log_eps, tl.float32)
+    pw = tl.cast(pos_weight, tl.float32)
     pid = tl.program_id(0).to(tl.int64)
     start = pid * BLOCK
     x, t, offs, mask = load_xt(x_ptr, t_ptr, start, numel, BLOCK)
-    loss, grad = asl_terms(x, t, gamma_pos, gamma_neg, clip, log_eps, CLIP, HAS_EPS, HARD,
-                           FOCAL, DETACH)
-    if HAS_W:
+    if SMOOTH:
+        s = tl.cast(smoothing, tl.float32)
+        t = t * (1.0 - s) + 0.5 * s
+    if HAS_W or PW_MODE == 2:
         row, col = row_col(start, C, inv_c, BLOCK, SMALL_C)
+    if PW_MODE == 2:
+        pw = load_rc(pw_ptr, row, col, pw_sr, pw_sc, mask)
+    loss, grad = asl_terms(x, t, pw, gamma_pos, gamma_neg, clip, log_eps, CLIP, HAS_EPS, HARD,
+                           FOCAL, DETACH, PW_MODE != 0)
+    if HAS_W:
         loss, grad = rescale_rc(loss, grad, w_ptr, row, col, w_sr, w_sc, mask)
     write_tile(pid, offs, mask, mask, tl.where(mask, loss, 0.0), tl.where(mask, grad, 0.0),
                out_ptr, grad_ptr, psum_ptr, pcnt_ptr, gout_ptr, grad_scale, REDUCE, WRITE_GRAD,
                True, BACKWARD)
 
 
-def _launch_args(input, target, weight, options):
+def _launch_args(input, target, weight, pos_weight, options):
     """(pointers, sizes, flags) shared by the forward and backward."""
     o = SPEC.decode(options)
-    pointers, sizes, flags = broadcast_operands(input, target, weight)
-    scalars = (o.gamma_pos, o.gamma_neg, o.clip, math.log(o.eps) if o.eps > 0 else 0.0)
-    flags.update(HAS_W=weight is not None, CLIP=o.clip > 0, HAS_EPS=o.eps > 0,
-                 HARD=not target.is_floating_point(),
+    pointers, sizes, flags = broadcast_operands(input, target, weight, pos_weight)
+    scalars = (o.gamma_pos, o.gamma_neg, o.clip, math.log(o.eps) if o.eps > 0 else 0.0,
+               o.pos_weight if o.pos_weight is not None else 1.0, o.label_smoothing)
+    # A tensor pos_weight wins over the float slot (NaN, decoded as None, then).
+    pw_mode = 2 if pos_weight is not None else (1 if o.pos_weight is not None else 0)
+    flags.update(HAS_W=weight is not None, PW_MODE=pw_mode, SMOOTH=o.label_smoothing != 0.0,
+                 CLIP=o.clip > 0, HAS_EPS=o.eps > 0,
+                 # Smoothing turns 0/1 labels soft: the select path would be wrong.
+                 HARD=not target.is_floating_point() and o.label_smoothing == 0.0,
                  FOCAL=o.gamma_pos != 0.0 or o.gamma_neg != 0.0,
                  DETACH=o.detach_focal_weight)
     return pointers, sizes + scalars, flags
@@ -123,18 +143,19 @@ def _launch_args(input, target, weight, options):
 
 @triton_op("fused_losses::asl_triton_fwd", mutates_args=())
 def asl_triton_fwd(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
-                   options: list[float], reduction: str,
+                   pos_weight: Optional[torch.Tensor], options: list[float], reduction: str,
                    compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (loss, grad, scale): ``grad`` is d(loss)/d(input) for ``mean``/``sum``
     when ``compute_grad`` (else empty); ``scale`` is 1 (a mean's 1/numel is in grad)."""
-    pointers, sizes, flags = _launch_args(input, target, weight, options)
+    pointers, sizes, flags = _launch_args(input, target, weight, pos_weight, options)
     return elementwise_forward(_asl_kernel, input, pointers, sizes, flags, reduction,
                                compute_grad, divisor="numel")
 
 
 @triton_op("fused_losses::asl_triton_bwd", mutates_args=())
 def asl_triton_bwd(grad_output: torch.Tensor, input: torch.Tensor, target: torch.Tensor,
-                   weight: Optional[torch.Tensor], options: list[float]) -> torch.Tensor:
+                   weight: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor],
+                   options: list[float]) -> torch.Tensor:
     """d(Σ grad_output·loss)/d(input) for ``reduction="none"``, in one pass."""
-    pointers, sizes, flags = _launch_args(input, target, weight, options)
+    pointers, sizes, flags = _launch_args(input, target, weight, pos_weight, options)
     return elementwise_backward(_asl_kernel, grad_output, input, pointers, sizes, flags)
