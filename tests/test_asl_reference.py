@@ -1,4 +1,5 @@
-"""The ASL reference against the paper's official formula, calculus and the
+"""The ASL reference against the paper's official formula, timm's additions
+(pos_weight, label smoothing, batchmean) written out, calculus and the
 equivalences it has with BCE and focal BCE."""
 import pytest
 import torch
@@ -194,3 +195,99 @@ def test_nan_logit_propagates():
     x, t = make_inputs((4, 5))
     x[1, 2] = float("nan")
     assert asl_ref(x, t).isnan()
+
+
+# -- timm's additions: pos_weight, label_smoothing, batchmean -------------------
+def timm_asl(x, y, *, gamma_pos=1.0, gamma_neg=4.0, clip=0.05, eps=1e-8, detach=True,
+             weight=None, pos_weight=None, smoothing=0.0, reduction="sum"):
+    """The formula of timm's AsymmetricLossMultiLabel, written out naively in
+    float64 (independent of the library): y' = y(1-ε) + ε/2;
+    loss = -w·(p_w·y'·log max(p, eps) + (1-y')·log max(p_m, eps))·(1 - p_t)^γ,
+    p_m = min(1 - p + clip, 1), p_t = p·y' + p_m·(1-y'), γ = γ₊y' + γ₋(1-y');
+    a detached focal weight is ``.detach()``-ed."""
+    x, y = x.double(), y.double()
+    y = y * (1.0 - smoothing) + smoothing / 2
+    p = torch.sigmoid(x)
+    p_m = 1.0 - p
+    if clip > 0:
+        p_m = torch.clamp(p_m + clip, max=1.0)
+    pos_term = y * torch.log(torch.clamp(p, min=eps))
+    if pos_weight is not None:
+        pos_term = pos_term * (pos_weight.double() if torch.is_tensor(pos_weight)
+                               else pos_weight)
+    total = pos_term + (1.0 - y) * torch.log(torch.clamp(p_m, min=eps))
+    if gamma_pos > 0 or gamma_neg > 0:
+        focal = torch.pow(1.0 - (p * y + p_m * (1.0 - y)), gamma_pos * y + gamma_neg * (1.0 - y))
+        total = total * (focal.detach() if detach else focal)
+    total = -total
+    if weight is not None:
+        total = total * weight.double()
+    return {"none": total, "mean": total.mean(), "sum": total.sum(),
+            "batchmean": total.sum() / x.shape[0]}[reduction]
+
+
+TIMM_REDUCTIONS = ["none", "mean", "sum", "batchmean"]
+POS_WEIGHTS = {"none": None, "float": 2.5, "tensor": "per-class"}
+
+
+def pos_weight_value(kind, n_classes, dtype=torch.float32, device="cpu"):
+    """None, a float, or a per-class [C] tensor in [0, 3] (one class at 0)."""
+    if POS_WEIGHTS[kind] != "per-class":
+        return POS_WEIGHTS[kind]
+    gen = torch.Generator().manual_seed(5)
+    w = torch.rand(n_classes, generator=gen, dtype=torch.float64) * 3.0
+    w[0] = 0.0
+    return w.to(dtype).to(device)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("pw", list(POS_WEIGHTS))
+@pytest.mark.parametrize("detach", [True, False])
+@pytest.mark.parametrize("target_dtype", [torch.float64, torch.bool])
+def test_timm_additions_equal_the_formula_float64(target_dtype, detach, pw, smoothing):
+    x, t = make_inputs((37, 41), torch.float64, target_dtype, scale=4.0)
+    x[0, :6] = torch.tensor([-30.0, 30.0, -25.0, 25.0, -3.0, 3.0], dtype=torch.float64)
+    pos_weight = pos_weight_value(pw, 41, torch.float64)
+    w = torch.rand(41, dtype=torch.float64)
+    for reduction in TIMM_REDUCTIONS:
+        got = forward_backward(lambda z: asl_ref(
+            z, t, weight=w, pos_weight=pos_weight, label_smoothing=smoothing,
+            detach_focal_weight=detach, reduction=reduction), x)
+        ref = forward_backward(lambda z: timm_asl(
+            z, t, weight=w, pos_weight=pos_weight, smoothing=smoothing, detach=detach,
+            reduction=reduction), x)
+        close_to_official(got[0], ref[0], f"loss {reduction}")
+        close_to_official(got[1], ref[1], f"grad {reduction}")
+
+
+@pytest.mark.parametrize("target_dtype", [torch.float64, torch.int64])
+def test_gradcheck_pos_weight_and_smoothing_float64(target_dtype):
+    """Undetached, with a per-class pos_weight and smoothing: the gradient w.r.t.
+    the logits and w.r.t. the pos_weight tensor (the reference differentiates it)."""
+    x, t = make_inputs((5, 7), torch.float64, target_dtype, scale=2.0)
+    pw = (torch.rand(7, dtype=torch.float64) * 2).requires_grad_(True)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z, p: asl_ref(
+        z, t, pos_weight=p, label_smoothing=0.2, gamma_pos=1.5, detach_focal_weight=False),
+        (x, pw))
+
+
+def test_smoothing_makes_hard_labels_soft():
+    """ε moves bool labels to ε/2 and 1-ε/2: the same as those soft float labels."""
+    x, t = make_inputs((37, 41), torch.float64, torch.bool)
+    soft = t.double() * 0.8 + 0.1
+    for detach in (True, False):
+        got = forward_backward(lambda z: asl_ref(z, t, label_smoothing=0.2,
+                                                 detach_focal_weight=detach), x)
+        ref = forward_backward(lambda z: asl_ref(z, soft, detach_focal_weight=detach), x)
+        assert_close(got[0], ref[0], torch.float64, "loss")
+        assert_close(got[1], ref[1], torch.float64, "grad")
+
+
+def test_pos_weight_one_is_none_and_batchmean_is_sum_over_rows():
+    x, t = make_inputs((2, 3, 5), torch.float64)
+    base = asl_ref(x, t, reduction="sum")
+    assert_close(asl_ref(x, t, pos_weight=1.0), base, torch.float64)
+    assert_close(asl_ref(x, t, pos_weight=torch.ones(5, dtype=torch.float64)), base,
+                 torch.float64)
+    assert_close(asl_ref(x, t, reduction="batchmean"), base / 2, torch.float64)
