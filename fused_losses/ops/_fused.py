@@ -58,7 +58,7 @@ def attach_autograd(fwd_op: str, setup_context, backward):
     Both paths run the same op and the same backward; the eager one skips about
     60 µs per forward+backward step of torch.library's generic autograd glue (it
     re-reads the op schema on every call; measured on the project's 2-core CPU
-    machine, see README, Integrations), which matters for GPU calls of ~100 µs.
+    machine, see docs/development.md, Integrations), which matters for GPU calls of ~100 µs.
     """
     op = getattr(torch.ops.fused_losses, fwd_op.split("::")[1]).default
     torch.library.register_autograd(fwd_op, backward, setup_context=setup_context)

@@ -14,7 +14,7 @@ mmdet's ``GHMC`` computes it. For logits x and targets t ``[..., C]``::
 
 Empty bins keep their ``acc_sum`` entry; invalid elements get weight 0. The
 EMA starts from ``acc_sum`` as given (zeros for a fresh module) without the
-bias correction of Adam-style EMAs, as mmdet does; see the README.
+bias correction of Adam-style EMAs, as mmdet does; see docs/losses.md (GHM-C).
 
 Everything is vectorised over bins with device-side scatter-adds, so there is
 no host sync (unlike mmdet's per-bin Python loop).
