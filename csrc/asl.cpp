@@ -7,11 +7,6 @@
 namespace fused_losses {
 namespace {
 
-// pos_weight's operand slot, after weight (the schema's order). It belongs in
-// launch_args.h's AslOperands; until then asl_kernel.h and cuda/asl.cu repeat it.
-constexpr int kAslPosWeightSlot = AslOperands::weight + 1;
-static_assert(kAslPosWeightSlot < kMaxOperands, "asl: no operand slot for pos_weight");
-
 struct Asl : LossTraits<AslOptions, Targets::Binary, Dims::Any> {
   static void check(const Options& o) {
     TORCH_CHECK(o.gamma_pos >= 0 && o.gamma_neg >= 0, "fused_losses: gamma_pos and gamma_neg "
@@ -28,7 +23,7 @@ struct Asl : LossTraits<AslOptions, Targets::Binary, Dims::Any> {
   static void operands(Launch<Options>& l, const OptionalTensor& weight,
                        const OptionalTensor& pos_weight) {
     l.broadcast(AslOperands::weight, weight, "weight");
-    l.broadcast(kAslPosWeightSlot, pos_weight, "pos_weight");
+    l.broadcast(AslOperands::pos_weight, pos_weight, "pos_weight");
   }
 };
 

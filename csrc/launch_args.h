@@ -56,7 +56,7 @@ struct Operand {
 // the order of the loss's op schema.
 constexpr int kMaxOperands = 3;
 struct FocalBceOperands { enum : int { alpha, pos_weight, weight }; };
-struct AslOperands { enum : int { weight }; };
+struct AslOperands { enum : int { weight, pos_weight }; };
 struct GhmcOperands { enum : int { label_weight, weights }; };  // weights: [bins]
 constexpr int kGhmcMaxBins = 64;  // fused_losses/spec/ghmc.py MAX_BINS
 struct SoftmaxFocalOperands { enum : int { alpha }; };          // alpha: [C]

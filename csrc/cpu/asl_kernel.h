@@ -17,10 +17,6 @@ namespace CPU_CAPABILITY {
 
 using AslArgs = LaunchArgs<AslOptions>;
 
-// pos_weight's operand slot, after weight: the twin of asl.cpp's kAslPosWeightSlot.
-constexpr int kAslPosWeightSlot = AslOperands::weight + 1;
-static_assert(kAslPosWeightSlot < kMaxOperands, "asl: no operand slot for pos_weight");
-
 // Per-call constants, derived from the options once and broadcast.
 struct AslConsts {
   Vec gamma_pos, gamma_neg, clip, log_eps, pos_weight, smooth_scale, smooth_shift;
@@ -39,7 +35,7 @@ struct AslConsts {
         focal(a.opt.gamma_pos != 0.f || a.opt.gamma_neg != 0.f),
         detach(a.opt.detach_focal_weight), smooth(a.opt.label_smoothing != 0.f),
         pw_value(a.opt.has_pos_weight &&
-                 a.operands[kAslPosWeightSlot].ptr == nullptr) {
+                 a.operands[AslOperands::pos_weight].ptr == nullptr) {
     for (int k = 0; k <= 4; ++k) {
       if (a.opt.gamma_pos == static_cast<float>(k)) int_pos = k;
       if (a.opt.gamma_neg == static_cast<float>(k)) int_neg = k;
@@ -216,7 +212,7 @@ struct Asl {
   const bool count_kept = false, mean;
   explicit Asl(const AslArgs& a)
       : c(a), weight(a.operands[AslOperands::weight]),
-        pos_weight(a.operands[kAslPosWeightSlot]),
+        pos_weight(a.operands[AslOperands::pos_weight]),
         grad_scale(a.mean && a.numel ? 1.f / static_cast<float>(a.numel) : 1.f),
         cols(operand_cols(a, any_operand(a))), mean(a.mean) {}
   void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t, int64_t n, Vec& loss,

@@ -27,10 +27,6 @@ using device::load_operand;
 using elementwise::Element;
 using Args = LaunchArgs<AslOptions>;
 
-// pos_weight's operand slot, after weight: the twin of asl.cpp's kAslPosWeightSlot.
-constexpr int kAslPosWeightSlot = AslOperands::weight + 1;
-static_assert(kAslPosWeightSlot < kMaxOperands, "asl: no operand slot for pos_weight");
-
 // Derived from the options once per launch.
 struct AslConsts {
   float log_eps;     // log(eps), used when has_eps
@@ -127,7 +123,7 @@ struct Asl {
     c.clip_on = o.clip > 0.f;
     c.hard = !is_floating(a.target_dtype) && o.label_smoothing == 0.f;
     c.smooth = o.label_smoothing != 0.f;
-    c.pw_value = o.has_pos_weight && a.operands[kAslPosWeightSlot].ptr == nullptr;
+    c.pw_value = o.has_pos_weight && a.operands[AslOperands::pos_weight].ptr == nullptr;
     c.focal = o.gamma_pos != 0.f || o.gamma_neg != 0.f;
     c.clamp_count = false;
     return c;
@@ -139,7 +135,7 @@ struct Asl {
     const float x = load_float(static_cast<const TIn*>(a.input) + i);
     float t = load_float(static_cast<const TT*>(a.target) + i);
     if (c.smooth) t = t * (1.f - a.opt.label_smoothing) + 0.5f * a.opt.label_smoothing;
-    const Operand& pos_weight = a.operands[kAslPosWeightSlot];
+    const Operand& pos_weight = a.operands[AslOperands::pos_weight];
     const float pw = pos_weight.ptr != nullptr ? load_operand(pos_weight, row, col)
                                                : (c.pw_value ? a.opt.pos_weight : 1.f);
     Element e = asl_terms(a.opt, c, x, t, pw);
