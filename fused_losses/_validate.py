@@ -133,11 +133,19 @@ def check_class_weight(name: str, value, n_classes: int):
 
 def check_class_target_values(target: torch.Tensor, n_classes: int,
                               ignore_index: int | None = None) -> None:
-    """Opt-in value check: every target is in [0, C) or equals ``ignore_index``.
+    """Every class index is in [0, C) or equals ``ignore_index``.
 
-    It reads the target on the host (a device sync), which is why the losses
-    never call it themselves: there an out-of-range target gives a NaN loss.
+    It reads the target (a device sync on a GPU): the losses call it where
+    ``_strict.checks_values`` allows, and ``fused_losses.check_class_targets``
+    is the same check called explicitly.
     """
+    if target.numel() == 0:
+        return
+    lo, hi = _aminmax(target)
+    if 0 <= lo and hi < n_classes:
+        return
+    # int64 for the mask: a uint8 target compared with C > 255 would wrap C.
+    target = target.detach().to(torch.int64)
     bad = (target < 0) | (target >= n_classes)
     if ignore_index is not None:
         bad &= target != ignore_index

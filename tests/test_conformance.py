@@ -161,12 +161,17 @@ def test_empty_and_all_ignored_match_reference(backend, spec):
 
 
 @pytest.mark.parametrize("spec", spec_params([s for s in SPECS if s.targets == "index"]))
-def test_out_of_range_class_gives_nan_row(backend, spec):
-    """Not checked (that needs a sync): the row's loss and gradient are NaN, and
-    no other row is touched (the kernels never read outside the row)."""
+def test_out_of_range_class_gives_nan_row(backend, spec, monkeypatch):
+    """Refused where values are checked (CPU tensors, strict mode); unchecked (a
+    GPU outside strict mode) the row's loss and gradient are NaN, and no other
+    row is touched (the kernels never read outside the row)."""
     name, dev = backend
     x, t, values = case(spec, (6, 9), device=dev)
     t[3], t[4] = 9, -7
+    with fused_losses.strict():
+        with pytest.raises(ValueError, match="class index 9, outside"):
+            functional(spec)(x, t, **values, backend=name)
+    monkeypatch.setattr(fused_losses._api, "checks_values", lambda tensor: False)
     loss, grad = forward_backward(lambda z: functional(spec)(
         z, t, **values, reduction="none", backend=name), x)
     assert loss[3].isnan() and loss[4].isnan() and grad[3].isnan().all()

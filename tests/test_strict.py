@@ -77,6 +77,15 @@ def test_class_index_out_of_range_is_refused(spec):
         assert torch.isfinite(_fn(spec)(_x(), t))
 
 
+def test_uint8_class_indices_above_255_classes_are_in_range():
+    """The check once compared a uint8 target with C = 270, which wraps to 14."""
+    x = torch.randn(3, 270)
+    t = torch.tensor([0, 114, 255], dtype=torch.uint8)
+    torch.testing.assert_close(fused_losses.softmax_focal_loss(x, t),
+                               fused_losses.softmax_focal_loss(x, t.long()))
+    fused_losses.check_class_targets(t, 270)
+
+
 # -- tensor options: the option's range holds for a tensor's values too -----------
 @pytest.mark.parametrize("alpha", [[0.25, 0.5, 2.0], [0.2, -0.1, 0.3], [0.1, float("nan"), 0.2]])
 def test_focal_alpha_tensor_outside_unit_interval(alpha):
