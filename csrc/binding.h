@@ -5,8 +5,9 @@
 // A loss's binding (csrc/<stem>.cpp) declares its op schemas and a traits
 // struct with only what is its own:
 //   : LossTraits<<Stem>Options, targets, dims>  its options and accepted shapes
-//   static void check(const Options&)           range checks for direct C++ calls
 //   static void operands(Launch&, ...)          its tensor operands -> Operand slots
+// The options' ranges are the spec's, checked by the generated
+// <Stem>Options::range_error for ops called directly.
 // Everything derived from the options is computed by the kernels.
 #pragma once
 #include <ATen/ATen.h>
@@ -83,16 +84,23 @@ struct Launch {
   }
 };
 
+// The options bundle, checked against the spec (count, then ranges) and unpacked.
+template <typename Options>
+Options unpack_options(c10::ArrayRef<double> options, const char* stem) {
+  check_option_count(options.size(), Options::kCount, stem, Options::kNames);
+  const char* range = Options::range_error(options.data());
+  TORCH_CHECK(range == nullptr, "fused_losses: ", stem, ": ", range);
+  return Options::unpack(options.data());
+}
+
 template <typename Loss>
 Launch<typename Loss::Options> prepare(const at::Tensor& input, const at::Tensor& target,
                                        c10::ArrayRef<double> options) {
   using Options = typename Loss::Options;
   const Layout layout = check_inputs(input, target, Loss::kTargets, Loss::kDims, Loss::kStem);
-  check_option_count(options.size(), Options::kCount, Loss::kStem, Options::kNames);
   Launch<Options> l;
   LaunchArgs<Options>& a = l.args;
-  a.opt = Options::unpack(options.data());
-  Loss::check(a.opt);
+  a.opt = unpack_options<Options>(options, Loss::kStem);
   l.input = input.contiguous();
   l.target = target.contiguous();
   a.input = l.input.data_ptr();

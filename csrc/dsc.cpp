@@ -7,10 +7,6 @@ namespace fused_losses {
 namespace {
 
 struct Dsc : LossTraits<DscOptions, Targets::Index, Dims::Matrix> {
-  static void check(const Options& o) {
-    TORCH_CHECK(o.alpha >= 0 && o.smooth >= 0, "fused_losses: alpha and smooth must be >= 0");
-  }
-
   static void operands(Launch<Options>&) {}
 };
 

@@ -6,10 +6,6 @@ namespace fused_losses {
 namespace {
 
 struct FocalBce : LossTraits<FocalBceOptions, Targets::Binary, Dims::Any> {
-  static void check(const Options& o) {
-    TORCH_CHECK(o.gamma >= 0, "fused_losses: gamma must be >= 0, got ", o.gamma);
-  }
-
   static void operands(Launch<Options>& l, const OptionalTensor& alpha,
                        const OptionalTensor& pos_weight, const OptionalTensor& weight) {
     l.broadcast(FocalBceOperands::alpha, alpha, "alpha");

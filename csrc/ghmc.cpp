@@ -8,13 +8,6 @@ namespace {
 
 struct Ghmc : LossTraits<GhmcOptions, Targets::Binary, Dims::Any> {
   // bins sizes the kernels' tables: checked here, whoever calls.
-  static void check(const Options& o) {
-    TORCH_CHECK(o.bins >= 1 && o.bins <= kGhmcMaxBins, "fused_losses: ghmc bins must be in "
-                "[1, ", kGhmcMaxBins, "], got ", o.bins);
-    TORCH_CHECK(o.momentum >= 0 && o.momentum < 1, "fused_losses: momentum must be in "
-                "[0, 1), got ", o.momentum);
-  }
-
   // Only label_weight > 0 matters. Other dtypes (bool masks, float64) become
   // that mask in float32, taken in their own dtype as the reference takes it.
   static void label_weight(Launch<Options>& l, const OptionalTensor& label_weight) {
@@ -56,10 +49,8 @@ at::Tensor ghmc_hist(const at::Tensor& input, const at::Tensor& target,
 // updates acc_sum in place when momentum > 0.
 at::Tensor ghmc_weights(const at::Tensor& hist, const OptionalTensor& acc_sum,
                         c10::ArrayRef<double> options, bool mean) {
-  check_option_count(options.size(), GhmcOptions::kCount, Ghmc::kStem, GhmcOptions::kNames);
   LaunchArgs<GhmcOptions> a;
-  a.opt = GhmcOptions::unpack(options.data());
-  Ghmc::check(a.opt);
+  a.opt = unpack_options<GhmcOptions>(options, Ghmc::kStem);
   const int64_t bins = a.opt.bins;
   TORCH_CHECK(hist.scalar_type() == at::kLong && hist.dim() == 1 && hist.numel() == bins + 1,
               "fused_losses: ghmc hist must be a 1-D int64 tensor of bins + 1 = ", bins + 1,

@@ -7,10 +7,6 @@ namespace fused_losses {
 namespace {
 
 struct SoftmaxFocal : LossTraits<SoftmaxFocalOptions, Targets::Index, Dims::ClassDim> {
-  static void check(const Options& o) {
-    TORCH_CHECK(o.gamma >= 0, "fused_losses: gamma must be >= 0, got ", o.gamma);
-  }
-
   // alpha: one float weight per class.
   static void operands(Launch<Options>& l, const OptionalTensor& alpha) {
     if (!alpha.has_value()) return;

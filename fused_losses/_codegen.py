@@ -6,7 +6,8 @@ The build runs this before compiling (setup.py), so a scalar option declared
 in ``fused_losses/spec/<stem>.py`` reaches the C++ and CUDA kernels as a named
 field without a hand-written struct, binding or schema change. The bundle is
 the ``float[] options`` argument of every C++ op: doubles in the spec's order
-(bool 0/1, int exact, optional None as NaN). The header includes only the
+(bool 0/1, int exact, optional None as NaN). Each struct also checks the
+spec's ranges on the bundle (``range_error``), for ops called directly. The header includes only the
 standard library, so the CUDA sources stay compile-checkable with nvcc alone.
 
 It loads ``fused_losses.spec`` without running ``fused_losses/__init__.py``
@@ -70,8 +71,37 @@ def _struct(spec) -> str:
             lines.append(f"    o.{o.name} = {cast};")
     if not opts:
         lines.append("    (void)v;")
-    lines += ["    return o;", "  }", "};", ""]
+    lines += ["    return o;", "  }"]
+    lines += _range_error(opts)
+    lines += ["};", ""]
     return "\n".join(lines)
+
+
+def _bound(value: float) -> str:
+    return "INFINITY" if value == float("inf") else repr(float(value))
+
+
+def _range_error(opts) -> list:
+    """``range_error(v)``: the spec's ranges checked on the bundle's doubles (as
+    the Python checks see them), for ops called directly; nullptr when all hold."""
+    lines = ["  // The spec's ranges on the bundle (NaN fails; None is NaN where allowed).",
+             "  static const char* range_error(const double* v) {"]
+    checked = False
+    for i, o in enumerate(opts):
+        if o.type is bool or o.low is None:
+            continue
+        checked = True
+        upper = f"v[{i}] < {_bound(o.high)}" if o.high_open else f"v[{i}] <= {_bound(o.high)}"
+        ok = f"v[{i}] >= {_bound(o.low)} && {upper}"
+        if o.optional or o.tensor:
+            ok = f"std::isnan(v[{i}]) || ({ok})"
+        high = "inf" if o.high == float("inf") else f"{o.high:g}"
+        what = f"{o.name} must be in [{o.low:g}, {high}{')' if o.high_open else ']'}"
+        lines.append(f'    if (!({ok})) return "{what}";')
+    if not checked:
+        lines.append("    (void)v;")
+    lines += ["    return nullptr;", "  }"]
+    return lines
 
 
 def _literal_none(option) -> str:

@@ -26,10 +26,7 @@ def bad_option_values(opt) -> list:
             out += [(int(opt.low) - 1, ValueError), (int(opt.high) + 1, ValueError)]
         return out
     out += [(math.nan, ValueError), (opt.low - 0.5, ValueError)]
-    if opt.high_open or not math.isinf(opt.high):
-        out.append((opt.high if opt.high_open else opt.high + 0.5, ValueError))
-    else:
-        out.append((math.inf, "closed-inf"))
+    out.append((opt.high if opt.high_open else opt.high + 0.5, ValueError))  # inf for [low, inf)
     if opt.tensor:
         out += [(Tensor("wrong"), ValueError), (Tensor("last", torch.int64), TypeError)]
     return out

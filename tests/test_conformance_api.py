@@ -19,10 +19,6 @@ from fused_losses.spec import SPECS
 
 SPECS_P = spec_params()
 FUSED_HERE = [b for b in fused_losses.available_backends("cpu") if b != "torch"]
-# A bound [low, inf] that is closed admits inf, which no option can mean: it
-# gives NaN or a constant loss (asymmetric_loss(gamma_neg=inf) is NaN).
-CLOSED_INF = pytest.mark.xfail(strict=True, reason="spec bound [low, inf] admits inf; "
-                               "declare high_open=True (or refuse inf in check_real)")
 
 
 def _held(spec):
@@ -36,9 +32,7 @@ def _option_cases(held_only=False):
             if held_only and opt.name not in _held(spec):
                 continue
             for value, exc in bad_option_values(opt):
-                marks = [CLOSED_INF] if exc == "closed-inf" else []
-                exc = ValueError if exc == "closed-inf" else exc
-                out.append(pytest.param(spec, opt, value, exc, marks=marks,
+                out.append(pytest.param(spec, opt, value, exc,
                                         id=f"{spec.stem}-{opt.name}={value!r}"))
     return out
 

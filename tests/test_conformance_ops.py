@@ -31,16 +31,27 @@ def test_opcheck_cpp_ops(spec, reduction):
     opcheck_calls(record_ops(spec, "cpu", reduction))
 
 
-def _broken(func, args):
+def _outside(opt):
+    """Values just outside a ranged option's spec range (None: no range)."""
+    if opt.type is bool or opt.low is None:
+        return []
+    return [opt.low - 0.5, opt.high if opt.high_open else opt.high + 0.5]
+
+
+def _broken(spec, func, args):
     """(what, index, value): each tensor argument one row longer, an options
-    bundle of the wrong length, an unknown reduction, integer logits, a
-    complex target: calls the Python layer never makes."""
+    bundle of the wrong length or with an option outside its spec range, an
+    unknown reduction, integer logits, a complex target: calls the Python
+    layer never makes."""
     out = []
     for i, (a, arg) in enumerate(zip(func._schema.arguments, args)):
         if isinstance(arg, torch.Tensor) and arg.dim() and arg.shape[0]:
             out.append((f"{a.name} one row longer", i, torch.cat([arg, arg[:1]])))
         if a.name == "options":
             out += [("options short", i, arg[:-1]), ("options long", i, arg + [0.0])]
+            for k, opt in enumerate(spec.kernel_options):
+                out += [(f"{opt.name}={value}", i, arg[:k] + [value] + arg[k + 1:])
+                        for value in _outside(opt)]
         if a.name == "reduction":
             out.append(("reduction", i, "avg"))
     if takes_input(func):
@@ -56,10 +67,11 @@ def test_cpp_ops_refuse_what_the_python_layer_would(spec):
     _needs_cpu_kernels(spec)
     for reduction in REDUCTIONS:
         for func, args, kwargs, _ in record_ops(spec, "cpu", reduction):
-            for what, i, value in _broken(func, args):
+            for what, i, value in _broken(spec, func, args):
                 bad = list(args)
                 bad[i] = value
-                with pytest.raises(RuntimeError):
+                name = what.split("=")[0] if "=" in what else ""
+                with pytest.raises(RuntimeError, match=f"{name} must be in" if name else ""):
                     func(*bad, **kwargs)
                     pytest.fail(f"{func._schema.name} accepted {what}")
 

@@ -49,6 +49,11 @@ class Option:
     kernel: bool = True
     is_operand = False  # a class attribute, not a field
 
+    def __post_init__(self):
+        if self.high == INF and not self.high_open:
+            raise ValueError(f"option {self.name}: an infinite upper bound must be open "
+                             f"(high_open=True): no option can mean inf")
+
 
 @dataclass(frozen=True)
 class Operand:

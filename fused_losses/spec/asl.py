@@ -23,9 +23,9 @@ SPEC = LossSpec(
     reductions=("none", "mean", "sum", "batchmean"),
     params=(
         Option("gamma_pos", float, 1.0, "focusing exponent γ₊ ≥ 0 of the positives.",
-               low=0.0, high=INF),
+               low=0.0, high=INF, high_open=True),
         Option("gamma_neg", float, 4.0, "focusing exponent γ₋ ≥ 0 of the negatives.",
-               low=0.0, high=INF),
+               low=0.0, high=INF, high_open=True),
         Option("clip", float, 0.05, "probability shift m in [0, 1] of the negatives "
                "(0: no shift).", low=0.0, high=1.0),
         Option("eps", float, 1e-8, "clamp of both probabilities before the log, in [0, 1) "

@@ -19,8 +19,8 @@ SPEC = LossSpec(
            "output ``[]`` or ``[N]`` (``none``).",
     targets="index", protocol="rows", input_dims="matrix",
     params=(
-        Option("alpha", float, 1.0, "self-adjusting exponent α ≥ 0.", low=0.0, high=INF),
-        Option("smooth", float, 1.0, "smoothing term ≥ 0.", low=0.0, high=INF),
+        Option("alpha", float, 1.0, "self-adjusting exponent α ≥ 0.", low=0.0, high=INF, high_open=True),
+        Option("smooth", float, 1.0, "smoothing term ≥ 0.", low=0.0, high=INF, high_open=True),
     ),
     example="""
         >>> import torch, fused_losses

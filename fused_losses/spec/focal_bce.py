@@ -22,7 +22,7 @@ SPEC = LossSpec(
     targets="binary", protocol="elementwise", target_grad="reference", check=_check,
     params=(
         Option("gamma", float, 2.0, "focusing exponent γ ≥ 0; 0 gives weighted BCE.",
-               low=0.0, high=INF),
+               low=0.0, high=INF, high_open=True),
         Option("alpha", float, None, "None (α_t = 1), a float in [0, 1], or a tensor "
                "broadcasting to target.", low=0.0, high=1.0, optional=True, tensor=True),
         Operand("pos_weight", "broadcast", "weight of the positive term, broadcasting to "

@@ -29,7 +29,7 @@ SPEC = LossSpec(
            "the target's shape (``none``).",
     targets="index", protocol="rows",
     params=(
-        Option("gamma", float, 2.0, "focusing exponent γ ≥ 0.", low=0.0, high=INF),
+        Option("gamma", float, 2.0, "focusing exponent γ ≥ 0.", low=0.0, high=INF, high_open=True),
         Operand("alpha", "class_weight", "None or a float ``[C]`` tensor of per-class "
                 "weights."),
         Option("ignore_index", int, -100, "rows with this target give 0 loss and gradient "
