@@ -40,6 +40,14 @@ class _GhmcBase(SpecLoss):
     def held_params(cls):
         return [cls.spec.param("bins"), cls.spec.param("momentum")]
 
+    def _apply(self, fn, recurse=True):
+        # .to(device) moves the EMA; a dtype cast (.double(), .half()) does not
+        # reach it: the kernels keep their EMA state in float32.
+        super()._apply(fn, recurse)
+        if self.acc_sum.dtype != torch.float32:
+            self.acc_sum = self.acc_sum.float()
+        return self
+
     def _process_group(self):
         if self.sync_distributed is False or self.sync_distributed is None:
             return None

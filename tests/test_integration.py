@@ -23,12 +23,6 @@ from helpers import assert_close
 C = 12
 SPECS_P = spec_params()
 CPU_FUSED = "cpu" in fused_losses.available_backends("cpu")
-# Module state (GHMC's float32 EMA) follows .to(dtype) like any buffer, and the
-# call then refuses it; the module should keep its state in float32.
-STATE_CAST = pytest.mark.xfail(strict=True, reason=".to(float64) casts the state buffer, "
-                               "which the call then refuses as not float32")
-
-
 def held_values(spec, n=32, seed=0, config=None):
     """(module kwargs, features, target) for a [n, C] batch: every held option
     non-default, every buffer present."""
@@ -166,21 +160,20 @@ def test_module_matches_functional_and_repr(spec):
     assert_close(crit(x, t), want, what="module vs functional")
 
 
-def _to_params():
-    return [pytest.param(s, id=s.stem, marks=[STATE_CAST] if state_operands(s) else [])
-            for s in SPECS]
-
-
-@pytest.mark.parametrize("spec", _to_params())
+@pytest.mark.parametrize("spec", SPECS_P)
 def test_module_to_float64_moves_buffers_and_still_runs(spec):
+    """Option buffers follow .to(dtype); state (GHMC's EMA) stays float32."""
     held, _, _ = held_values(spec)
     crit = module_class(spec)(**held).to(torch.float64)
     for name, value in crit.state_dict().items():
         if name in held:
             assert value.dtype == torch.float64, name
-    x, t, values = case(spec, (32, C), everything(spec), hard=True)
-    values = {k: (v.double() if isinstance(v, torch.Tensor) and k in held else v)
-              for k, v in values.items()}
+        elif name in {p.name for p in state_operands(spec)}:
+            assert value.dtype == torch.float32, name
+    x, t, _ = case(spec, (32, C), everything(spec), hard=True)
+    # What the module passes: its held values (cast) and its state, nothing else.
+    values = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in held.items()}
+    values.update({p.name: getattr(crit, p.name).clone() for p in state_operands(spec)})
     got = crit(x.double(), t)
     assert got.dtype == torch.float64
     assert_close(got, functional(spec)(x.double(), t, **copy_values(values)), what="loss")
