@@ -90,10 +90,17 @@ def _scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     a second backward (``retain_graph=True``) fails autograd's version-counter
     check on ``saved_tensors`` instead of scaling twice. Traced code (fake or
     functional tensors under torch.compile) gets the out-of-place product.
+
+    On the CPU a factor of exactly 1 (a plain ``loss.backward()`` of a loss
+    whose forward already divided by its mean) skips the pass: reading a host
+    scalar costs no sync, and x·1 changes no bit. GPU factors stay on the
+    device (reading one would be a host sync).
     """
-    if type(grad) is torch.Tensor:
-        return grad.mul_(factor)
-    return grad * factor
+    if type(grad) is not torch.Tensor:
+        return grad * factor
+    if factor.device.type == "cpu" and factor.numel() == 1 and factor.item() == 1.0:
+        return grad
+    return grad.mul_(factor)
 
 
 def needs_input_grad(input: torch.Tensor) -> bool:
