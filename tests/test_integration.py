@@ -179,15 +179,9 @@ def test_module_to_float64_moves_buffers_and_still_runs(spec):
     assert_close(got, functional(spec)(x.double(), t, **copy_values(values)), what="loss")
 
 
-def test_cpu_backward_skips_the_scaling_pass_when_the_factor_is_one():
-    """A plain loss.backward() of a mean (factor 1) returns the forward's
-    gradient untouched; any other factor scales it in place, NaN included."""
-    from fused_losses.ops._fused import _scale_saved_grad
-    g = torch.randn(5, 7)
-    want = g.clone()
-    assert _scale_saved_grad(g, torch.tensor(1.0)) is g and torch.equal(g, want)
-    assert _scale_saved_grad(g, torch.tensor(0.5)) is g and torch.equal(g, want * 0.5)
-    assert _scale_saved_grad(g, torch.tensor(float("nan"))).isnan().all()
+def test_cpu_backward_with_the_scaling_pass_skipped_is_exact():
+    """A plain loss.backward() of a mean or sum (factor 1, the pass skipped:
+    tests/test_scale_grad.py) gives the reference's gradient."""
     if not CPU_FUSED:
         pytest.skip("C++ extension not built")
     x, t = torch.randn(64, 30, requires_grad=True), torch.rand(64, 30) < 0.2

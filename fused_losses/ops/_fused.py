@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import _backend
+
 # Positional layout of every fused forward op:
 # (input, target, *tensor_options, *scalar_options, reduction, compute_grad)
 
@@ -91,15 +93,27 @@ def _scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     check on ``saved_tensors`` instead of scaling twice. Traced code (fake or
     functional tensors under torch.compile) gets the out-of-place product.
 
-    On the CPU a factor of exactly 1 (a plain ``loss.backward()`` of a loss
-    whose forward already divided by its mean) skips the pass: reading a host
-    scalar costs no sync, and x·1 changes no bit. GPU factors stay on the
-    device (reading one would be a host sync).
+    A factor of exactly 1 (a plain ``loss.backward()`` of a loss whose forward
+    already divided by its mean) skips the pass, which is exact (x·1 changes
+    no bit): on the CPU by reading the host scalar (no sync there); on a GPU
+    inside the shared scale kernel, which reads the factor on the device and
+    returns at once (no host sync, so CUDA graphs capture it): the C++ CUDA
+    kernel when built, else the Triton one.
     """
     if type(grad) is not torch.Tensor:
         return grad * factor
-    if factor.device.type == "cpu" and factor.numel() == 1 and factor.item() == 1.0:
-        return grad
+    if grad.device.type == "cpu":
+        if factor.numel() == 1 and factor.item() == 1.0:
+            return grad
+        return grad.mul_(factor)
+    if grad.device.type == "cuda" and grad.is_contiguous() and factor.numel() == 1:
+        factor = factor.reshape(()).to(torch.float32)
+        if _backend._EXT_HAS_CUDA:
+            torch.ops.fused_losses.scale_grad_(grad, factor)
+            return grad
+        if _backend._TRITON_PROBLEM is None:
+            from ..triton._scale import scale_grad_
+            return scale_grad_(grad, factor)
     return grad.mul_(factor)
 
 

@@ -1,0 +1,121 @@
+"""The shared backward of the (loss, grad, scale) ops: ``grad *= factor`` in
+place, skipped when the factor is exactly 1 (a plain ``loss.backward()`` of a
+mean or a sum). The Triton kernel runs under the interpreter here, the C++ op
+on the CPU; the CUDA kernel is compile-checked (test_cuda_compile.py) and run
+by the tests marked ``cuda``."""
+import pytest
+import torch
+
+import fused_losses
+from fused_losses.ops._fused import _scale_saved_grad
+
+HAS_TRITON = "triton" in fused_losses.available_backends("cpu")
+HAS_CPP = "cpu" in fused_losses.available_backends("cpu")
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# 0, 1, a tail after the 16-byte groups, more than one Triton program
+SIZES = [0, 1, 13, 4096 * 2 + 5]
+
+
+def _triton_scale():
+    if not HAS_TRITON:
+        pytest.skip("triton unavailable (CPU tensors need TRITON_INTERPRET=1)")
+    from fused_losses.triton._scale import scale_grad_
+    return scale_grad_
+
+
+def _cpp_scale():
+    if not HAS_CPP:
+        pytest.skip("C++ extension not built")
+    return torch.ops.fused_losses.scale_grad_
+
+
+def _expected(grad, factor):
+    return (grad.float() * factor).to(grad.dtype)
+
+
+def _check_scaled(got, want):
+    # One bf16 ulp: the interpreter's float32 -> bfloat16 cast does not round
+    # to nearest as the GPU's does.
+    ulp = {torch.bfloat16: 2 ** -7, torch.float16: 0.0, torch.float32: 0.0}[got.dtype]
+    torch.testing.assert_close(got.float(), want.float(), rtol=ulp, atol=0.0)
+
+
+@pytest.mark.parametrize("kind", ["triton", "cpp"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("numel", SIZES)
+def test_factor_one_leaves_grad_untouched_and_others_scale(kind, dtype, numel):
+    scale = _triton_scale() if kind == "triton" else _cpp_scale()
+    gen = torch.Generator().manual_seed(numel)
+    grad = torch.randn(numel, generator=gen).to(dtype)
+    before = grad.clone()
+    scale(grad, torch.tensor(1.0))
+    assert torch.equal(grad.view(torch.int8), before.view(torch.int8))  # every bit
+    scale(grad, torch.tensor(0.37))
+    _check_scaled(grad, _expected(before, 0.37))
+    scale(grad, torch.tensor(float("nan")))
+    assert grad.isnan().all()
+
+
+@pytest.mark.parametrize("kind", ["triton", "cpp"])
+def test_bad_arguments_are_refused(kind):
+    scale = _triton_scale() if kind == "triton" else _cpp_scale()
+    exc = ValueError if kind == "triton" else RuntimeError
+    grad = torch.randn(4, 6)
+    with pytest.raises(exc, match="contiguous"):
+        scale(grad.t(), torch.tensor(2.0))
+    with pytest.raises(exc, match="float32 factor"):
+        scale(grad, torch.tensor(2.0, dtype=torch.float64))
+    with pytest.raises(exc, match="float32 factor"):
+        scale(grad, torch.tensor([2.0, 3.0]))
+
+
+def test_cpp_op_schema():
+    _cpp_scale()
+    grad = torch.randn(8, 3)
+    torch.library.opcheck(torch.ops.fused_losses.scale_grad_.default,
+                          (grad, torch.tensor(0.5)))
+
+
+def test_backward_helper_on_the_cpu():
+    g = torch.randn(5, 7)
+    want = g.clone()
+    assert _scale_saved_grad(g, torch.tensor(1.0)) is g and torch.equal(g, want)
+    assert _scale_saved_grad(g, torch.tensor(0.5)) is g and torch.equal(g, want * 0.5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_kernels_skip_on_device_and_capture(dtype):
+    """Both GPU kernels: factor 1 leaves every bit, others scale, no host sync;
+    a CUDA graph replays the decision with a factor changed on the device."""
+    kernels = []
+    if fused_losses._backend._EXT_HAS_CUDA:
+        kernels.append(torch.ops.fused_losses.scale_grad_)
+    if "triton" in fused_losses.available_backends("cuda"):
+        from fused_losses.triton._scale import scale_grad_
+        kernels.append(scale_grad_)
+    if not kernels:
+        pytest.skip("no GPU scale kernel in this build")
+    for scale in kernels:
+        grad = torch.randn(262144 * 3 + 7, device="cuda").to(dtype)
+        factor = torch.ones((), device="cuda")
+        before = grad.clone()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            scale(grad, factor)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert torch.equal(grad, before)
+        scale(grad, factor * 0.37)
+        _check_scaled(grad, _expected(before, 0.37))
+        graph_grad, graph_factor = before.clone(), torch.ones((), device="cuda")
+        scale(graph_grad, graph_factor)  # warm-up (Triton compiles outside capture)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            scale(graph_grad, graph_factor)
+        graph_grad.copy_(before)
+        graph.replay()
+        assert torch.equal(graph_grad, before)
+        graph_factor.fill_(0.37)
+        graph.replay()
+        _check_scaled(graph_grad, _expected(before, 0.37))
