@@ -220,6 +220,19 @@ def test_second_backward_raises_or_is_right(backend, spec):
     else:
         (loss * 3).backward()
         assert_close(x.grad, 2 * want, what="second grad")
+    # A first backward with factor 1 skips the scaling pass; the buffer it
+    # returns may be x.grad itself, so a second backward must not scale it.
+    x.grad = None
+    loss = functional(spec)(x, t, **copy_values(values), backend=name).mean()
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    if spec.protocol in KEEPS_GRAD:
+        with pytest.raises(RuntimeError, match="inplace"):
+            (loss * 3).backward()
+        assert torch.equal(x.grad, first)
+    else:
+        (loss * 3).backward()
+        assert_close(x.grad, 4 * first, what="second grad after a factor-1 backward")
 
 
 @pytest.fixture

@@ -104,17 +104,25 @@ def _scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         return grad * factor
     if grad.device.type == "cpu":
         if factor.numel() == 1 and factor.item() == 1.0:
-            return grad
+            return _written(grad)
         return grad.mul_(factor)
     if grad.device.type == "cuda" and grad.is_contiguous() and factor.numel() == 1:
         factor = factor.reshape(()).to(torch.float32)
         if _backend._EXT_HAS_CUDA:
             torch.ops.fused_losses.scale_grad_(grad, factor)
-            return grad
+            return _written(grad)
         if _backend._TRITON_PROBLEM is None:
             from ..triton._scale import scale_grad_
-            return scale_grad_(grad, factor)
+            return _written(scale_grad_(grad, factor))
     return grad.mul_(factor)
+
+
+def _written(grad: torch.Tensor) -> torch.Tensor:
+    """Count a skipped or custom-kernel scaling as a write: the returned buffer
+    may become ``.grad`` itself, so a second backward through a retained graph
+    must fail autograd's version check rather than scale it in place."""
+    torch.autograd.graph.increment_version(grad)
+    return grad
 
 
 def needs_input_grad(input: torch.Tensor) -> bool:
