@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEPS   := torch==2.13.0 triton numpy matplotlib pytest pytest-benchmark setuptools wheel ninja mypy
 
-.PHONY: test bench bench-quick gpu-check clean example
+.PHONY: test bench bench-quick gpu-check sass-check clean example
 
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 # setup.py generates build/generated/fused_losses_options.h from these.
@@ -36,6 +36,11 @@ bench-quick: $(STAMP)
 # The worked example (CPU, about a minute): examples/results.md and examples/results.png.
 example: $(STAMP)
 	PYTHONPATH=. $(PY) examples/imbalanced_multilabel.py
+
+# Offline SASS budget of the hot kernels for sm_90 (no GPU): instructions/element,
+# registers, spills, H200 issue vs memory time. Reports only; --strict fails on a budget.
+sass-check: $(STAMP)
+	$(PY) -m bench.sass_check
 
 # Everything a lent GPU box should do, in one call (system python, no registry):
 # install with CUDA kernels, CUDA-marked tests, whole suite, GPU benchmarks -> bench/results/.
