@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,8 +39,6 @@ SHAPE = (262144, 270)
 BYTES_PER_ELEM = 9  # fp32 logits (4) + bool targets (1) read, fp32 gradient (4) written
 BUDGET_INSTR, BUDGET_SPILLS = 70, 0
 
-CUDA_SOURCES = ("focal_bce.cu", "asl.cu", "scale.cu")
-_CUDA_ELEMS_PER_ITER = {"scale_grad_kernel<float>": 4}  # main-loop elements (default 1)
 
 _INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 _FUNC = re.compile(r"^\s*Function\s*:\s*(\S+)")
@@ -154,148 +151,6 @@ def parse_ptxas(log: str) -> dict[str, tuple[int | None, int | None]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-# -- Triton ---------------------------------------------------------------------
-def _triton_cases():
-    """[(name, kernel, args, constexprs, num_warps, budgeted, variant)] at SHAPE,
-    built by the launchers' own ``_launch_args`` on meta tensors."""
-    import torch
-    from fused_losses.spec.asl import SPEC as ASL
-    from fused_losses.spec.focal_bce import SPEC as FOCAL
-    from fused_losses.triton import _scale, asl, focal_bce
-
-    R, C = SHAPE
-    meta = dict(device="meta")
-    x = torch.empty(R, C, **meta)
-    t = torch.empty(R, C, dtype=torch.bool, **meta)
-    pw = torch.empty(C, **meta)
-    numel = x.numel()
-    psum = torch.empty(1, **meta)
-    pcnt = torch.empty(1, dtype=torch.int32, **meta)
-
-    def options(spec, **over):
-        values = {o.name: o.default for o in spec.kernel_options}
-        values.update(over)
-        return spec.encode(values)
-
-    def forward(pointers, sizes, flags):
-        # The call of _launch.elementwise_forward, reduction="mean" with a gradient.
-        flags = dict(flags, REDUCE=True, WRITE_GRAD=True, BACKWARD=False)
-        nw = flags.pop("num_warps")
-        return [*pointers, x, x, psum, pcnt, pointers[0], numel, *sizes, 1.0 / numel], flags, nw
-
-    cases = []
-    p, s, f, _ = focal_bce._launch_args(x, t, None, pw, None,
-                                        options(FOCAL, gamma=2.0, alpha=0.25))
-    cases.append(("focal_bce_fwd", focal_bce._focal_bce_kernel, *forward(p, s, f), True,
-                  "fp32 x, bool t, pos_weight[C], alpha=0.25, gamma=2, mean+grad"))
-    p, s, f = asl._launch_args(x, t, None, pw, options(ASL))
-    cases.append(("asl_fwd", asl._asl_kernel, *forward(p, s, f), True,
-                  "fp32 x, bool t, pos_weight[C], defaults (g+1 g-4 clip .05), mean+grad"))
-    cases.append(("scale_grad", _scale._scale_grad_kernel, [x, psum, numel],
-                  dict(BLOCK=_scale.BLOCK), _scale.NUM_WARPS, False, "fp32 grad"))
-    return cases
-
-
-def compile_triton(name, kernel, args, constexprs, num_warps, budgeted, variant, tmp: Path):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.backends.nvidia.compiler import get_ptxas
-    from triton.compiler import ASTSource
-    from triton.compiler.compiler import make_backend
-    from triton.runtime.jit import native_specialize_impl
-
-    target = GPUTarget("cuda", 90, 32)
-    backend = make_backend(target)
-    bound = dict(zip(kernel.arg_names, args))
-    bound.update(constexprs)
-    signature, consts, attrs = {}, {}, {}
-    for i, param in enumerate(kernel.params):
-        value = bound[param.name]
-        if param.is_constexpr:
-            signature[param.name], consts[(i,)] = "constexpr", value
-            continue
-        # What the JIT launcher does: int 1 -> constexpr, 16-divisible -> tt.divisibility.
-        ty, spec = native_specialize_impl(type(backend), value, False, True, True)
-        signature[param.name] = ty
-        if ty == "constexpr":
-            consts[(i,)] = spec
-        elif isinstance(spec, str):
-            attrs[(i,)] = backend.parse_attr(spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        compiled = triton.compile(ASTSource(kernel, signature, consts, attrs), target=target,
-                                  options={"num_warps": num_warps})
-    cubin = tmp / f"triton_{name}.cubin"
-    cubin.write_bytes(compiled.asm["cubin"])
-    funcs = sass_of(cubin)
-    total = sum(count(v)[0] for v in funcs.values())
-    # Registers and spills: ptxas -v on the same PTX (the metadata's n_regs and
-    # n_spills are only filled in when a driver loads the binary).
-    ptx = tmp / f"triton_{name}.ptx"
-    ptx.write_text(compiled.asm["ptx"])
-    arch = f"sm_{target.arch}a" if target.arch >= 90 else f"sm_{target.arch}"
-    res = subprocess.run([get_ptxas(target.arch).path, "-v", f"--gpu-name={arch}", str(ptx),
-                          "-o", str(tmp / f"triton_{name}.check.cubin")],
-                         capture_output=True, text=True, timeout=300)
-    regs, spills = parse_ptxas(res.stdout + res.stderr).get(compiled.metadata.name, (None, None))
-    block = constexprs.get("BLOCK")
-    per_thread = block / (32 * num_warps) if block else None
-    per_elem = total / per_thread if per_thread else None
-    method = (f"whole kernel / {per_thread:g} elements per thread (BLOCK {block}, "
-              f"{num_warps} warps)" if per_thread else "whole kernel")
-    return Row(name, "triton", variant, total, per_elem, method, regs, spills, budgeted)
-
-
-# -- CUDA -----------------------------------------------------------------------
-def _short(pretty: str) -> str:
-    """``_elementwise_fwd_kernel<FocalBce, float, uint8_t>`` of a demangled name."""
-    s = pretty.replace("(anonymous namespace)::", "").replace("fused_losses::", "")
-    s = s.replace("elementwise::", "").replace("void ", "")
-    return s.split("(")[0].replace("unsigned char", "uint8_t")
-
-
-def _cuda_hot(short: str) -> tuple[bool, bool]:
-    """(shown by default, budgeted) of a CUDA kernel: the forwards with float
-    logits and bool targets (dispatched as uint8_t), and the float scale."""
-    fwd = short.startswith("_elementwise_fwd_kernel<") and short.endswith(
-        ", float, uint8_t>")
-    budget = fwd and short.split("<")[1].split(",")[0] in ("FocalBce", "Asl")
-    return fwd or short == "scale_grad_kernel<float>", budget
-
-
-def compile_cuda(source: str, gen: Path, tmp: Path, all_variants: bool) -> list[Row]:
-    nvcc = nvcc_path()
-    if nvcc is None:
-        raise RuntimeError("nvcc not found")
-    cubin = tmp / (source + ".cubin")
-    cmd = [nvcc, "-arch=sm_90", "-cubin", "-O3", "-std=c++17", "-DFUSED_LOSSES_WITH_CUDA",
-           "-I", str(ROOT / "csrc"), "-I", str(gen), "-Xptxas", "-v", "-o", str(cubin),
-           str(ROOT / "csrc" / "cuda" / source)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if res.returncode:
-        raise RuntimeError(f"nvcc failed on {source}:\n{res.stderr}")
-    usage = parse_ptxas(res.stdout + res.stderr)
-    funcs = sass_of(cubin)
-    names = demangle(sorted(funcs))
-    rows = []
-    for mangled, instrs in sorted(funcs.items(), key=lambda kv: names[kv[0]]):
-        short = _short(names[mangled])
-        shown, budgeted = _cuda_hot(short)
-        if not (shown or all_variants):
-            continue
-        total, loop = count(instrs)
-        per_iter = next((n for k, n in _CUDA_ELEMS_PER_ITER.items() if k in short), 1)
-        if loop is None:
-            per_elem, method = None, "no loop found"
-        else:
-            per_elem = loop / per_iter
-            method = (f"largest loop body ({loop}, static: every runtime branch in it "
-                      f"counted) / {per_iter} element(s) per iteration")
-        regs, spills = usage.get(mangled, (None, None))
-        rows.append(Row(short, "cuda", source, total, per_elem, method, regs, spills, budgeted))
-    return rows
-
-
 # -- report ---------------------------------------------------------------------
 def estimate(per_elem: float | None, clock_ghz: float) -> tuple[float | None, float]:
     """(issue µs, memory µs) at SHAPE on the H200."""
@@ -355,6 +210,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)  # the interpreter's kernels cannot compile
     sys.path.insert(0, str(ROOT))
+
+    from ._sass_cuda import CUDA_SOURCES, compile_cuda
+    from ._sass_triton import _triton_cases, compile_triton
 
     rows: list[Row] = []
     errors: list[str] = []

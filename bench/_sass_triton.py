@@ -1,0 +1,105 @@
+"""Triton half of ``make sass-check``: the hot kernels' cases and their compile."""
+from __future__ import annotations
+
+import subprocess
+import warnings
+from pathlib import Path
+
+from .sass_check import SHAPE, Row, count, parse_ptxas, sass_of
+
+
+def _triton_cases():
+    """[(name, kernel, args, constexprs, num_warps, budgeted, variant)] at SHAPE,
+    built by the launchers' own ``_launch_args`` on meta tensors."""
+    import torch
+    from fused_losses.spec.asl import SPEC as ASL
+    from fused_losses.spec.focal_bce import SPEC as FOCAL
+    from fused_losses.triton import _scale, asl, focal_bce
+
+    R, C = SHAPE
+    meta = dict(device="meta")
+    x = torch.empty(R, C, **meta)
+    t = torch.empty(R, C, dtype=torch.bool, **meta)
+    pw = torch.empty(C, **meta)
+    numel = x.numel()
+    psum = torch.empty(1, **meta)
+    pcnt = torch.empty(1, dtype=torch.int32, **meta)
+
+    def options(spec, **over):
+        values = {o.name: o.default for o in spec.kernel_options}
+        values.update(over)
+        return spec.encode(values)
+
+    def forward(pointers, sizes, flags):
+        # The call of _launch.elementwise_forward, reduction="mean" with a gradient.
+        flags = dict(flags, REDUCE=True, WRITE_GRAD=True, BACKWARD=False)
+        nw = flags.pop("num_warps")
+        return [*pointers, x, x, psum, pcnt, pointers[0], numel, *sizes, 1.0 / numel], flags, nw
+
+    cases = []
+    p, s, f, _ = focal_bce._launch_args(x, t, None, pw, None,
+                                        options(FOCAL, gamma=2.0, alpha=0.25))
+    cases.append(("focal_bce_fwd", focal_bce._focal_bce_kernel, *forward(p, s, f), True,
+                  "fp32 x, bool t, pos_weight[C], alpha=0.25, gamma=2, mean+grad"))
+    p, s, f = asl._launch_args(x, t, None, pw, options(ASL))
+    cases.append(("asl_fwd", asl._asl_kernel, *forward(p, s, f), True,
+                  "fp32 x, bool t, pos_weight[C], defaults (g+1 g-4 clip .05), mean+grad"))
+    cases.append(("scale_grad", _scale._scale_grad_kernel, [x, psum, numel],
+                  dict(BLOCK=_scale.BLOCK), _scale.NUM_WARPS, False, "fp32 grad"))
+    return cases
+
+
+def compile_triton(name, kernel, args, constexprs, num_warps, budgeted, variant, tmp: Path):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import native_specialize_impl
+
+    target = GPUTarget("cuda", 90, 32)
+    backend = make_backend(target)
+    bound = dict(zip(kernel.arg_names, args))
+    bound.update(constexprs)
+    signature, consts, attrs = {}, {}, {}
+    for i, param in enumerate(kernel.params):
+        value = bound[param.name]
+        if param.is_constexpr:
+            signature[param.name], consts[(i,)] = "constexpr", value
+            continue
+        # What the JIT launcher does: int 1 -> constexpr, 16-divisible -> tt.divisibility.
+        ty, spec = native_specialize_impl(type(backend), value, False, True, True)
+        signature[param.name] = ty
+        if ty == "constexpr":
+            consts[(i,)] = spec
+        elif isinstance(spec, str):
+            attrs[(i,)] = backend.parse_attr(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = triton.compile(ASTSource(kernel, signature, consts, attrs), target=target,
+                                  options={"num_warps": num_warps})
+    cubin = tmp / f"triton_{name}.cubin"
+    cubin.write_bytes(compiled.asm["cubin"])
+    funcs = sass_of(cubin)
+    total = sum(count(v)[0] for v in funcs.values())
+    loop = max((n for n in (count(v)[1] for v in funcs.values()) if n is not None), default=None)
+    # Registers and spills: ptxas -v on the same PTX (the metadata's n_regs and
+    # n_spills are only filled in when a driver loads the binary).
+    ptx = tmp / f"triton_{name}.ptx"
+    ptx.write_text(compiled.asm["ptx"])
+    arch = f"sm_{target.arch}a" if target.arch >= 90 else f"sm_{target.arch}"
+    res = subprocess.run([get_ptxas(target.arch).path, "-v", f"--gpu-name={arch}", str(ptx),
+                          "-o", str(tmp / f"triton_{name}.check.cubin")],
+                         capture_output=True, text=True, timeout=300)
+    regs, spills = parse_ptxas(res.stdout + res.stderr).get(compiled.metadata.name, (None, None))
+    block = constexprs.get("BLOCK")
+    per_thread = block / (32 * num_warps) if block else None
+    # A persistent kernel loops over BLOCK tiles: its loop body is one tile's
+    # work; otherwise the whole kernel (prologue and epilogue too) is one tile.
+    body, what = (loop, f"largest loop body ({loop})") if loop else (total, "whole kernel")
+    per_elem = body / per_thread if per_thread else None
+    method = (f"{what} / {per_thread:g} elements per thread (BLOCK {block}, "
+              f"{num_warps} warps)" if per_thread else what)
+    return Row(name, "triton", variant, total, per_elem, method, regs, spills, budgeted)
+
+
