@@ -61,6 +61,36 @@ def _check_operand(p, value, input, target):
     return value  # "state": the spec's check() knows its contract
 
 
+# Validated scalar options of recent calls, keyed by the spec and the exact
+# (type, value) of each option: a training loop repeats the same few, and
+# re-checking them is a third of a call's Python. Only plain scalars are keys.
+_OPTION_CACHE: dict = {}
+_OPTION_CACHE_SIZE = 256
+_SCALARS = (float, int, bool, str, type(None))
+
+
+def _checked_options(spec, values: dict) -> dict:
+    """``{name: checked value}`` of ``spec``'s options (``check_option`` each)."""
+    key = [spec.stem]
+    for opt in spec.options:
+        value = values[opt.name]
+        if type(value) not in _SCALARS:
+            key = None
+            break
+        key += (type(value), value)
+    if key is not None:
+        key = tuple(key)
+        hit = _OPTION_CACHE.get(key)
+        if hit is not None:
+            return hit
+    checked = {opt.name: check_option(opt, values[opt.name]) for opt in spec.options}
+    if key is not None:
+        if len(_OPTION_CACHE) >= _OPTION_CACHE_SIZE:
+            _OPTION_CACHE.clear()
+        _OPTION_CACHE[key] = checked
+    return checked
+
+
 def check_call(spec, input, target, values: dict, reduction, backend):
     """Every check of one call, in a fixed order; returns the validated values."""
     v.check_logits(input)
@@ -73,15 +103,15 @@ def check_call(spec, input, target, values: dict, reduction, backend):
         if spec.input_dims == "class_dim" and input.dim() < 2:
             raise ValueError(f"input must be [N, C] or [N, C, d1, ...] (classes on dim 1), "
                              f"got shape {tuple(input.shape)}")
-    out = {}
+    checked, out = _checked_options(spec, values), {}
     for p in spec.params:
         value = values[p.name]
         if p.is_operand:
             out[p.name] = _check_operand(p, value, input, target)
         else:
-            out[p.name] = check_option(p, value)
-            if p.tensor and isinstance(out[p.name], torch.Tensor):
-                _check_operand(p, out[p.name], input, target)
+            out[p.name] = checked[p.name]
+            if p.tensor and isinstance(value, torch.Tensor):
+                _check_operand(p, value, input, target)
     v.check_reduction(reduction, spec.reductions)
     v.check_devices(input=input, target=target,
                     **{p.name: out[p.name] for p in spec.operands})
@@ -131,7 +161,21 @@ def resolve(spec, backend: str, input, target, values: dict) -> str:
     if target.requires_grad:
         needs_ref.insert(0, "target")
     fused_ok = input.dtype != torch.float64 and not needs_ref
-    chosen = resolve_backend(backend, input.device.type, fused_ok)
+    key = (spec.stem, backend, input.device.type, fused_ok)
+    chosen = _RESOLVED.get(key)
+    if chosen is None:
+        chosen = _RESOLVED[key] = _resolve(spec, backend, input.device.type, fused_ok,
+                                           needs_ref, input.dtype)
+    return chosen
+
+
+# (stem, backend, device type, fused_ok) -> the backend resolve() chose: the
+# answer depends on nothing else (availability is fixed once imported).
+_RESOLVED: dict = {}
+
+
+def _resolve(spec, backend, device_type, fused_ok, needs_ref, dtype) -> str:
+    chosen = resolve_backend(backend, device_type, fused_ok)
     if chosen != "torch" and not ops.has_backend(spec, chosen):
         if backend != "auto":
             raise BackendUnavailableError(
@@ -141,7 +185,7 @@ def resolve(spec, backend: str, input, target, values: dict) -> str:
     if chosen != "torch" and not fused_ok:
         raise ValueError(
             f"backend={backend!r} needs float16/bfloat16/float32 input and no gradient for "
-            f"the target or tensor options; got input {input.dtype} and requires_grad on "
+            f"the target or tensor options; got input {dtype} and requires_grad on "
             f"{needs_ref}; use backend='torch' or 'auto'")
     return chosen
 
