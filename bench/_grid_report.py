@@ -1,0 +1,91 @@
+"""CSV and markdown of ``bench.gpu_grid``: its columns, number format and table."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+COLUMNS = ("timestamp", "commit", "device", "torch", "triton", "cuda", "loss", "shape", "dtype",
+           "candidate", "backend", "bench_ms", "graph_ms", "host_us", "host_syncs", "warmup_s",
+           "bytes_per_elem", "step_mb", "gb_s", "copy_pct", "graph_gb_s", "graph_copy_pct",
+           "copy_gb_s", "speedup_vs_eager", "speedup_vs_compile", "speedup_vs_anchor",
+           "graph_speedup_vs_eager", "graph_speedup_vs_compile", "peak_extra_x_grad", "note")
+
+
+def fmt(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.1f}" if abs(value) >= 100 else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def write_csv(path: Path, rows: list) -> None:
+    """Append ``rows``; a file with other columns is moved aside to ``*.old.csv`` first."""
+    if path.exists():
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if tuple(header) != COLUMNS:
+            path.replace(path.with_suffix(".old.csv"))
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows({k: fmt(r.get(k)) for k in COLUMNS} for r in rows)
+
+
+MD_COLS = (("loss", "loss"), ("shape", "shape"), ("dtype", "dtype"), ("candidate", "candidate"),
+           ("backend", "backend"), ("bench_ms", "do_bench ms"), ("graph_ms", "graph ms"),
+           ("host_us", "host µs"), ("host_syncs", "syncs"), ("bytes_per_elem", "B/elem"),
+           ("gb_s", "GB/s"), ("copy_pct", "% copy"), ("graph_gb_s", "graph GB/s"),
+           ("graph_copy_pct", "graph % copy"), ("speedup_vs_eager", "vs eager"),
+           ("speedup_vs_compile", "vs compile"), ("speedup_vs_anchor", "vs anchor"),
+           ("graph_speedup_vs_compile", "graph vs compile"), ("note", "note"))
+
+
+def _table(rows: list, cols) -> list:
+    lines = ["| " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join(fmt(r.get(k)).replace("|", "/") for k, _ in cols) + " |"
+                    for r in rows]
+
+
+def markdown(rows: list, header: list, skipped: list) -> str:
+    """The header, the best fused row per case, then every row."""
+    best = [c for c in MD_COLS if c[0] not in ("candidate", "note")]
+    lines = header + ["", "## Best fused backend per case (least graph ms)", ""]
+    lines += _table(best_fused(rows), best) + ["", "## Every row", ""] + _table(rows, MD_COLS)
+    if skipped:
+        lines += ["", "Not measured (the stage's deadline): " + ", ".join(skipped) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def report_header(common: dict, copy_gbs: float, cuda: bool, host_calls: int, host_trials: int,
+                  cpu_reps: int) -> list:
+    """The markdown's first lines: what ran where, and how each number was taken."""
+    how = (f"do_bench ms: `triton.testing.do_bench` median; graph ms: median CUDA-event time "
+           "of one CUDA-graph replay of the step (L2 cleared before each), device time only; "
+           f"host µs: host time per step of {host_calls} steps issued with no sync (least of "
+           f"{host_trials}); syncs: the step syncs the host, so its host µs includes device "
+           "time and it is not captured." if cuda else
+           f"CPU run (a test vehicle): ms = median of {cpu_reps} perf_counter steps; no CUDA "
+           "graphs, sync check or peak memory on a CPU; host µs = the whole synchronous step.")
+    return [f"# Benchmark grid: {common['device']}", "",
+            f"{common['timestamp']}, commit {common['commit']}, torch {common['torch']}, "
+            f"triton {common['triton']}, CUDA {common['cuda']}. Copy bandwidth "
+            f"{copy_gbs:.1f} GB/s (`dst.copy_(src)`, 2 x bytes over the best of 10). A step is "
+            "forward + `loss.backward()` with bool targets; B/elem is "
+            "`bench.gpu_grid.step_bytes`; GB/s = those bytes / time.", "", how, "",
+            "vs X: X's time / this row's (> 1: this row is faster)."]
+
+
+def best_fused(rows: list) -> list:
+    """Per (loss, shape, dtype), the fused row with the least graph (else do_bench) time."""
+    best = {}
+    for r in rows:
+        t = r.get("graph_ms") or r.get("bench_ms")
+        key = (r["loss"], r["shape"], r["dtype"])
+        if r["candidate"].startswith("fused") and t and (
+                key not in best or t < (best[key].get("graph_ms") or best[key]["bench_ms"])):
+            best[key] = r
+    return list(best.values())

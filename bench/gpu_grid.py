@@ -1,0 +1,399 @@
+"""The GPU benchmark grid of ``make gpu-check`` (issue 13): ``python -m bench.gpu_grid``.
+
+Each elementwise loss (focal_bce, asl, ghmc, dice) at (262144, 270) and
+(65536, 270), fp32 and bf16 logits, bool targets, against each candidate of
+its ``bench_<loss>.py``: ``fused-triton``, ``fused-cuda``, ``eager`` (the
+reference), ``compile`` (``torch.compile`` of it, mode=None) and the
+``anchor`` (torchvision focal, official ASL, mmdet's GHM-C loop, user dice).
+A step is the forward plus ``loss.backward()``, ``input.grad`` None before it.
+
+- ``bench_ms``: ``triton.testing.do_bench`` median (L2 cleared before each call).
+- ``graph_ms``: the step captured once in a ``torch.cuda.CUDAGraph`` (static
+  inputs, warmed up on a side stream); median CUDA-event time of one replay,
+  L2 cleared by a 256 MB memset before each: device time without host cost.
+  Not tried where the step syncs the host.
+- ``host_us``: host wall time per step of HOST_CALLS steps issued with no sync
+  in the loop (the device synchronised after it), the least of HOST_TRIALS.
+  The launch queue does not fill at that count, so it is the host's cost,
+  unless ``host_syncs`` (``torch.cuda.set_sync_debug_mode`` saw a sync, e.g.
+  mmdet's ``.item()`` per bin): then it includes device time.
+- ``bytes_per_elem``, ``step_mb``: ``step_bytes``, the least the step must move;
+  ``gb_s``/``graph_gb_s`` = those bytes over bench_ms/graph_ms, and ``*copy_pct``
+  their % of ``copy_gb_s`` (``copy_bandwidth``, measured at the start of the
+  run). Baselines get the same bytes: effective GB/s, not what they move.
+- ``speedup_vs_<b>``: b's bench_ms / this one (``graph_speedup_*`` from graph_ms);
+  ``peak_extra_x_grad``: peak allocated in one step minus before, over grad
+  bytes; ``warmup_s``: the first call (JIT, compile), outside every timing.
+
+Writes ``<out>/<device-slug>-grid.csv`` (appended case by case), ``-grid.md``
+(rewritten after each case) and ``-grid.png`` (when matplotlib imports). No
+work starts after ``--deadline-s``: compile rows give way first, then whole
+cases (the markdown lists them). ``--device cpu --quick`` is the CPU test
+vehicle: tiny shapes, the C++ ``cpu`` backend, perf_counter medians; no
+graphs, sync check or peak memory; host_us is then the whole step.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import gc
+import importlib
+import math
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ._case import Case, multilabel_inputs
+from ._grid_report import COLUMNS, fmt as _fmt, markdown, report_header, write_csv
+from .run import device_name, git_commit, short_error, slug, triton_version
+
+LOSSES = ("focal_bce", "asl", "ghmc", "dice")
+SHAPES = ((262144, 270), (65536, 270))  # the large shape first: it is where kernels dominate
+QUICK_SHAPES = ((256, 270), (1024, 270))
+DTYPES = (torch.float32, torch.bfloat16)
+BASELINES = ("eager", "compile", "anchor")
+# Read passes over (logits, target) of each fused step: focal BCE and ASL read once,
+# writing the gradient in that pass; GHM-C reads for its histogram, then for the loss
+# and gradient; dice for its column sums, then for the gradient.
+READ_PASSES = {"focal_bce": 1, "asl": 1, "ghmc": 2, "dice": 2}
+# Budget arithmetic (H200): do_bench at most ~(5 + 25 ms + 80 ms worth) calls per
+# candidate, <= 0.3 s even for eager at 262144 rows (~10 ms a step); graphs 4 warm-up
+# + REPLAYS replays; host 3 x 8 steps. About 1-3 s a case without compile, 16 cases
+# ~30 s, plus Triton JIT of ~8 kernels (~20 s, less when the tests stage cached them)
+# and ~4-8 s per torch.compile (16 graphs: fwd + bwd), which the deadline trims.
+BENCH_WARMUP_MS, BENCH_REP_MS = 25, 80
+REPLAYS, HOST_CALLS, HOST_TRIALS, CPU_REPS = 20, 8, 3, 3
+
+
+def step_bytes(loss: str, numel: int, logit_bytes: int, target_bytes: int = 1) -> int:
+    """The least bytes one fused forward+backward step must move.
+
+    Each read pass (``READ_PASSES``) reads the logits and the targets once; the
+    gradient, in the logits' dtype, is written once. Per element, bool targets:
+    focal BCE and ASL 4+1+4 = 9 B (fp32 logits), 2+1+2 = 5 B (bf16); GHM-C and
+    dice 2*(4+1)+4 = 14 B, 2*(2+1)+2 = 8 B. Per-class operands (pos_weight,
+    270 floats), GHM-C's histogram and the scalar loss are left out (< 0.01 %).
+    """
+    return (READ_PASSES[loss] * (logit_bytes + target_bytes) + logit_bytes) * numel
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, nbytes: int | None = None, reps: int = 10) -> float:
+    """Device-to-device copy GB/s: ``dst.copy_(src)`` of ``nbytes`` (1 GiB on CUDA,
+    64 MiB on CPU), 2 x bytes (read + write) over the best of ``reps`` copies,
+    timed with CUDA events (perf_counter on CPU)."""
+    nbytes = nbytes or ((1 << 30) if device.type == "cuda" else 64 << 20)
+    src = torch.ones(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) * 1e-3)
+            continue
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best / 1e9
+
+
+def make_case(loss: str, shape, dtype, device) -> Case:
+    """The case with bool targets for every loss (bench_ghmc's own cases use float
+    targets; this grid keeps the byte model's 1-byte target everywhere)."""
+    make = importlib.import_module(f"bench.bench_{loss}").BENCH.make_inputs
+    if loss == "ghmc":
+        from .bench_ghmc import _acc_sum
+        make = functools.partial(multilabel_inputs, logit_scale=2.0, more=_acc_sum)
+    device = torch.device(device)
+    return Case(loss, tuple(shape), dtype, device, lambda: make(tuple(shape), dtype, device))
+
+
+def candidates(loss: str, case: Case) -> list:
+    """fused-<backend> rows, eager, compile and the anchor (not GHM-C's extra rows)."""
+    bench = importlib.import_module(f"bench.bench_{loss}").BENCH
+    return [c for c in bench.candidates(case)
+            if c.name.startswith("fused") or c.name in BASELINES]
+
+
+def _step(fn, inputs) -> None:
+    inputs["input"].grad = None
+    fn(inputs)
+
+
+def bench_ms(fn, inputs, device) -> float:
+    """do_bench median on CUDA; on CPU the median of CPU_REPS perf_counter steps."""
+    if device.type == "cuda":
+        import triton.testing
+        res = triton.testing.do_bench(lambda: fn(inputs), warmup=BENCH_WARMUP_MS,
+                                      rep=BENCH_REP_MS, grad_to_none=[inputs["input"]],
+                                      quantiles=[0.5])
+        return float(res[0] if isinstance(res, (list, tuple)) else res)
+    times = []
+    for _ in range(CPU_REPS):
+        t0 = time.perf_counter()
+        _step(fn, inputs)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def graph_ms(fn, inputs, replays: int = REPLAYS) -> float:
+    """Median device ms of one replay of the captured step, L2 cleared before each."""
+    x = inputs["input"]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
+        for _ in range(3):
+            _step(fn, inputs)
+    torch.cuda.current_stream().wait_stream(side)
+    x.grad = None
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn(inputs)
+        flush = torch.empty(256 << 20, dtype=torch.uint8, device=x.device)
+        graph.replay()
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(replays)]
+        for start, end in events:
+            flush.zero_()
+            start.record()
+            graph.replay()
+            end.record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) for s, e in events)
+    finally:
+        x.grad = None
+        del graph
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def host_us(fn, inputs, device, calls: int = HOST_CALLS, trials: int = HOST_TRIALS) -> float:
+    """Host µs per step issued back to back without a sync inside the loop."""
+    best = float("inf")
+    for _ in range(trials):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            _step(fn, inputs)
+        best = min(best, (time.perf_counter() - t0) / calls)
+        _sync(device)
+    return best * 1e6
+
+
+def host_syncs(fn, inputs) -> bool:
+    """Whether one step makes a host sync (torch's sync debug mode warns on each)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            _step(fn, inputs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    return any("synchroniz" in str(w.message).lower() for w in caught)
+
+
+def peak_x_grad(fn, inputs, device) -> float:
+    x = inputs["input"]
+    x.grad = None
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    _step(fn, inputs)
+    _sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / (x.numel() * x.element_size())
+
+
+def _num(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def derive(rows: list, copy_gbs: float) -> list:
+    """Fill one case's GB/s, % of copy bandwidth and speed-up columns from its
+    ``bench_ms``, ``graph_ms`` and ``step_bytes`` (rows of one case only)."""
+    by_name = {r["candidate"]: r for r in rows}
+    for r in rows:
+        for t_key, g_key, p_key in (("bench_ms", "gb_s", "copy_pct"),
+                                    ("graph_ms", "graph_gb_s", "graph_copy_pct")):
+            ms = _num(r.get(t_key))
+            if ms:
+                gbs = r["step_bytes"] / (ms * 1e-3) / 1e9
+                r[g_key], r[p_key] = gbs, 100.0 * gbs / copy_gbs
+        for prefix, t_key, bases in (("", "bench_ms", BASELINES),
+                                     ("graph_", "graph_ms", ("eager", "compile"))):
+            ms = _num(r.get(t_key))
+            for base in bases:
+                other = _num(by_name.get(base, {}).get(t_key))
+                if ms and other:
+                    r[f"{prefix}speedup_vs_{base}"] = other / ms
+    return rows
+
+
+def run_case(case: Case, cands: list, device, copy_gbs: float, common: dict, deadline,
+             compile_ok) -> list:
+    """Measure every candidate of one case; a failure is noted in its row only."""
+    x_bytes = torch.tensor([], dtype=case.dtype).element_size()
+    nbytes = step_bytes(case.loss, math.prod(case.shape), x_bytes)
+    rows = [dict(common, loss=case.loss, shape=case.shape_str, dtype=case.dtype_str,
+                 candidate=c.name, backend=c.backend, step_bytes=nbytes,
+                 bytes_per_elem=nbytes // math.prod(case.shape), step_mb=nbytes / 1e6,
+                 copy_gb_s=copy_gbs, note="") for c in cands]
+    try:
+        inputs = case.make_inputs()
+    except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the case is lost, not the run
+        for r in rows:
+            r["note"] = f"inputs: {short_error(exc)}"
+        return rows
+    cuda = device.type == "cuda"
+    for cand, row in zip(cands, rows):
+        if cand.name == "compile" and compile_ok() is not True:
+            row["note"] = f"skipped: {compile_ok()}"
+            continue
+        stage = "warm-up"
+        try:
+            t0 = time.perf_counter()
+            _step(cand.fn, inputs)  # compiles / JITs: outside every timing
+            _sync(device)
+            row["warmup_s"] = time.perf_counter() - t0
+            if cand.name == "compile":
+                deadline.compile_s.append(row["warmup_s"])
+            stage = "do_bench"
+            row["bench_ms"] = bench_ms(cand.fn, inputs, device)
+            stage = "host"
+            row["host_us"] = host_us(cand.fn, inputs, device)
+            if cuda:
+                stage = "sync check"
+                row["host_syncs"] = host_syncs(cand.fn, inputs)
+                stage = "peak memory"
+                row["peak_extra_x_grad"] = peak_x_grad(cand.fn, inputs, device)
+                if row["host_syncs"]:
+                    row["note"] = "host sync in the step: no CUDA graph"
+                else:
+                    stage = "CUDA graph"
+                    row["graph_ms"] = graph_ms(cand.fn, inputs)
+        except Exception as exc:  # noqa: BLE001 - one broken row must not end the grid
+            row["note"] = f"{stage}: {short_error(exc)}"
+            print(f"  ! {case.loss} {case.shape_str} {case.dtype_str} {cand.name}: "
+                  f"{row['note']}", flush=True)
+        finally:
+            inputs["input"].grad = None
+            if cuda:
+                try:
+                    torch.cuda.synchronize(device)
+                    torch.cuda.empty_cache()
+                except Exception:  # noqa: BLE001 - a sticky CUDA error: later rows will say so
+                    pass
+    del inputs
+    gc.collect()
+    return derive(rows, copy_gbs)
+
+
+class Deadline:
+    """When to stop starting work; compile and case costs are learnt as the run goes."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+        self.compile_s, self.case_s = [], []
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def case_estimate(self) -> float:
+        return max(self.case_s[-3:], default=5.0)  # recent: the first cases carry Triton JIT
+
+    def compile_estimate(self) -> float:
+        return self.compile_s[-1] if self.compile_s else 20.0  # the first one starts inductor
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_grid",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--loss", action="append", choices=LOSSES, help="repeatable; default all")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="start no work after this many seconds (default 125 CUDA, 120 CPU)")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile")
+    args = parser.parse_args(argv)
+    deadline = Deadline(args.deadline_s or (125.0 if args.device.startswith("cuda") else 120.0))
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    name = device_name(device)
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    common = {"timestamp": stamp, "commit": git_commit() or "unknown", "device": name,
+              "torch": torch.__version__, "triton": triton_version(),
+              "cuda": torch.version.cuda or "none"}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / f"{slug(name)}-grid"
+    copy_gbs = copy_bandwidth(device)
+    header = report_header(common, copy_gbs, device.type == "cuda", HOST_CALLS, HOST_TRIALS,
+                           CPU_REPS)
+    print("\n".join(header), flush=True)
+    work = [(loss, shape, dtype) for shape in (QUICK_SHAPES if args.quick else SHAPES)
+            for loss in (args.loss or LOSSES) for dtype in DTYPES]
+    all_rows, skipped = [], []
+    for k, (loss, shape, dtype) in enumerate(work, 1):
+        case = make_case(loss, shape, dtype, device)
+        if deadline.left() < deadline.case_estimate():
+            skipped.append(f"{loss} {case.shape_str} {case.dtype_str}")
+            continue
+        print(f"\n[{k}/{len(work)}] {loss} {case.shape_str} {case.dtype_str} "
+              f"({deadline.left():.0f} s left)", flush=True)
+
+        def compile_ok(later=len(work) - k):
+            """True, or why not: time is kept for every later case first."""
+            if args.no_compile:
+                return "--no-compile"
+            spare = deadline.left() - later * deadline.case_estimate()
+            return spare > deadline.compile_estimate() or (
+                f"torch.compile (~{deadline.compile_estimate():.0f} s) would not fit the deadline")
+        t0 = time.monotonic()
+        try:
+            cands = candidates(loss, case)
+        except Exception as exc:  # noqa: BLE001
+            print(f"  ! candidates: {short_error(exc)}", flush=True)
+            cands = []
+        rows = run_case(case, cands, device, copy_gbs, common, deadline, compile_ok)
+        compile_s = sum(r.get("warmup_s") or 0 for r in rows if r["candidate"] == "compile")
+        deadline.case_s.append(time.monotonic() - t0 - compile_s)
+        for r in rows:
+            print("  " + "  ".join(f"{key}={_fmt(r.get(key))}" for key in (
+                "candidate", "bench_ms", "graph_ms", "host_us", "host_syncs", "copy_pct",
+                "graph_copy_pct", "speedup_vs_compile", "note") if _fmt(r.get(key))), flush=True)
+        write_csv(base.with_suffix(".csv"), rows)
+        all_rows.extend(rows)
+        base.with_suffix(".md").write_text(markdown(all_rows, header, skipped))
+    base.with_suffix(".md").write_text(markdown(all_rows, header, skipped))
+    print(f"\nwrote {len(all_rows)} rows to {base.with_suffix('.csv')} and "
+          f"{base.with_suffix('.md')}; skipped {len(skipped)} cases", flush=True)
+    try:  # the chart is optional
+        from . import plot
+        png = base.with_suffix(".png")
+        drawn = plot.draw([{k: _fmt(r.get(k)) for k in COLUMNS} for r in all_rows], png,
+                          f"{name} | torch {common['torch']} | {stamp} | commit {common['commit']}")
+        print(f"chart: {png}" if drawn else "chart skipped: matplotlib is not importable")
+    except Exception as exc:  # noqa: BLE001
+        print(f"chart failed: {short_error(exc)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
