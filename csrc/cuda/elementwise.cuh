@@ -1,123 +1,225 @@
-// The elementwise family on CUDA (focal_bce.cu, asl.cu): kernels and launcher
-// written once, with the per-element maths supplied by the loss.
+// The elementwise family on CUDA (focal_bce.cu, asl.cu): one kernel skeleton
+// and launcher, the per-element maths supplied by the loss.
 //
-// Forward with a reduction: one pass reads logits and targets once, writes
-// one fp32 loss partial (and, for losses that can ignore elements, one
-// kept-count) per block and, when asked, d(loss)/d(input) already multiplied
-// by grad_scale; sum_partials_kernel then sums the partials in a fixed order.
-// Forward without reduction writes the loss; its backward recomputes the
-// gradient in one pass.
+// Forward with a reduction: one pass reads logits and targets once (128-bit
+// vectors, all loads of a tile issued before its maths), writes one fp32 loss
+// partial per fixed chunk (walk.cuh; plus a kept-count only when ignore_index
+// is in use) and, when asked, d(loss)/d(input). sum_partials_kernel sums the
+// partials in chunk order: the bits depend on numel only, not on the GPU.
+// A plain mean (no ignore_index) folds 1/numel into the coefficients, so loss
+// partials and gradient come out already scaled. Forward without reduction
+// writes the loss; its backward recomputes the gradient in one pass.
 //
 // A loss is a struct with
 //   using Options = <Stem>Options;
-//   static constexpr bool kCountKept;  // a mean divides by the kept count
-//   struct Consts {...};               // derived from the options on the host:
-//                                      // grad_scale, clamp_count and the loss's own
-//   static Consts consts(const LaunchArgs<Options>&);
-//   template <typename TIn, typename TT>
-//   __device__ static Element element(const LaunchArgs<Options>&, const Consts&,
-//                                     int64_t i, int64_t row, int64_t col);
-// Everything a kernel branches on is uniform over the grid, so no warp diverges.
+//   struct Consts { float4 coef; bool count_kept, clamp_count, prescaled; ... };
+//   static Consts consts(const Args&);           // host
+//   __device__ static float4 load_coef(const Args&, const Consts&, int64_t row, int64_t col);
+//   template <int G> FL_HD static Element hard(const Consts&, float x, bool one, const float4& k);
+//   FL_HD static Element general(const Consts&, float x, float t, const float4& k);
+//   template <class F> static bool hot(const Args&, const Consts&, bool table, F&& f);
+// `coef` (float4) is the loss's per-class coefficients (lanes the loss defines;
+// .x/.y the positive and negative factors of a hard target). `hot` calls
+// f(Hot<G, Ops>{}) for a specialised plan, or returns false for the general one.
 //
 // Only CUDA headers here, no torch: CI compile-checks the .cu files with nvcc alone.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
+#include "fast_math.cuh"
 #include "launch.cuh"
 #include "math.cuh"
+#include "walk.cuh"
 
 namespace fused_losses {
 namespace elementwise {
 
-constexpr int kBlock = 256;
-// Enough blocks to fill any current GPU a few times over (see grid_blocks).
-constexpr int64_t kMaxBlocks = 4096;
 static_assert(kBlock % device::kWarpSize == 0 && kBlock <= 1024, "block_sum needs whole warps");
+constexpr int kSumBlock = 1024;  // threads of the second stage (fixes its order)
 
-struct Element {
-  float loss;  // 0 where ignored
-  float grad;  // d loss/dx, 0 where ignored
-  bool keep;
+// How an element finds its coefficients: none present (Consts::coef), a
+// per-class table in the workspace (read by column, int32), or any strides.
+struct Uniform {};
+struct Table {};
+struct Strided {};
+
+// A specialised plan: hard 0/1 targets, focal exponent G (loss-defined: 0, a
+// small integer, or -1 for any γ), two 16-byte vectors per thread for fp32.
+template <int G, class O>
+struct Hot {
+  static constexpr bool kHard = true, kWide = true;
+  static constexpr int kGamma = G;
+  using Ops = O;
+};
+// The general plan: every option read at run time, one vector per thread.
+template <class O>
+struct General {
+  static constexpr bool kHard = false, kWide = false;
+  static constexpr int kGamma = 0;
+  using Ops = O;
 };
 
-// Per-block loss partials (and kept-counts), forward with a reduction only.
-struct Partials {
-  float* sum = nullptr;
-  int32_t* count = nullptr;
-};
+enum class Mode { Reduce, None, Backward };
 
-template <typename Loss>
-Partials carve(launch::Workspace& w, const LaunchArgs<typename Loss::Options>& a, Pass pass) {
-  Partials p;
-  if (pass != Pass::Forward || !a.reduce) return p;
-  const int64_t n = launch::grid_blocks(a.numel, kBlock, kMaxBlocks);
-  p.sum = w.take<float>(n);
-  if (Loss::kCountKept) p.count = w.take<int32_t>(n);
-  return p;
+// Elements per 16-byte vector: 4 fp32 or 8 fp16/bf16 logits; 1 (scalar) for
+// the general plan's rarer target types.
+template <class Plan, typename TIn, typename TT>
+__host__ __device__ constexpr int vec_width() {
+  constexpr bool common = std::is_same<TT, uint8_t>::value || std::is_same<TT, float>::value ||
+                          std::is_same<TT, int64_t>::value;
+  return (!Plan::kWide && !common) ? 1 : 16 / static_cast<int>(sizeof(TIn));
+}
+template <class Plan, typename TIn>
+__host__ __device__ constexpr int unroll() {
+  return (Plan::kWide && sizeof(TIn) == 4) ? 2 : 1;
 }
 
-// Grid-stride loop over all elements, calling body(i, element) for each.
-// Without operands (need_rc false) (row, col) is not tracked at all.
-template <typename Loss, typename TIn, typename TT, typename Body>
-__device__ __forceinline__ void for_each_element(const LaunchArgs<typename Loss::Options>& a,
-                                                 const typename Loss::Consts& c, bool need_rc,
-                                                 Body&& body) {
-  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  device::RowCol rc;
-  if (need_rc) rc.start(i, step, a.cols);
-  for (; i < a.numel; i += step) {
-    body(i, Loss::template element<TIn, TT>(a, c, i, rc.row, rc.col));
-    if (need_rc) rc.advance(a.cols);
+template <typename T, int N>
+struct alignas(sizeof(T) * N < 16 ? sizeof(T) * N : 16) Pack {
+  T v[N];
+};
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, N>*>(p);
+}
+
+struct Scratch {
+  float* sum = nullptr;       // [n_chunks] loss partials (forward with a reduction)
+  int32_t* count = nullptr;   // [n_chunks] kept-counts, only with ignore_index
+  float4* table = nullptr;    // [C + 8] per-class coefficients, Table plans
+};
+
+template <class Loss, class Plan, typename TT>
+__device__ __forceinline__ Element eval(const typename Loss::Consts& c, float x, TT t,
+                                        const float4& k) {
+  if constexpr (Plan::kHard) {
+    return Loss::template hard<Plan::kGamma>(c, x, t != TT(0), k);
+  } else {
+    return Loss::general(c, x, device::to_float(t), k);
   }
 }
 
-// reduce: per-block loss partial (and kept-count) + the scaled gradient when
-// write_grad; otherwise the elementwise loss.
-template <typename Loss, typename TIn, typename TT>
-__global__ void __launch_bounds__(kBlock) _elementwise_fwd_kernel(
-    const LaunchArgs<typename Loss::Options> a, const typename Loss::Consts c,
-    const Partials partials, const bool need_rc) {
-  TIn* const out = static_cast<TIn*>(a.out);
-  TIn* const grad = static_cast<TIn*>(a.grad);
-  float sum = 0.f;
-  int32_t count = 0;
-  for_each_element<Loss, TIn, TT>(a, c, need_rc, [&](int64_t i, const Element& e) {
-    if (!a.reduce) {
-      device::store_float(out + i, e.loss);
-      return;
+// The skeleton of all three kernels. Mode::Reduce writes the chunk partials
+// and (write_grad) the gradient; None the loss; Backward grad · grad_output.
+template <Mode M, class Loss, class Plan, typename TIn, typename TT>
+__device__ __forceinline__ void run_chunks(const LaunchArgs<typename Loss::Options>& a,
+                                           const typename Loss::Consts& c, const Walk& w,
+                                           const Scratch& s) {
+  constexpr int V = vec_width<Plan, TIn, TT>(), U = unroll<Plan, TIn>();
+  constexpr int kSub = kBlock * V;
+  using Ops = typename Plan::Ops;
+  constexpr bool kCols = !std::is_same<Ops, Uniform>::value;
+  const TIn* __restrict__ xp = static_cast<const TIn*>(a.input);
+  const TT* __restrict__ tp = static_cast<const TT*>(a.target);
+  const TIn* __restrict__ gop = static_cast<const TIn*>(a.grad_output);
+  TIn* __restrict__ op = static_cast<TIn*>(M == Mode::None ? a.out : a.grad);
+  const float4* __restrict__ table = s.table;
+  const int32_t cols = w.cols;
+  const int32_t tile_c = kCols ? (kSub * U) % cols : 0;
+  const int32_t sub_c = kCols ? kSub % cols : 0;
+  Pos start = kCols ? pos_of(static_cast<int64_t>(blockIdx.x) * kChunk, cols) : Pos{};
+  const Pos step = kCols ? pos_of(static_cast<int64_t>(gridDim.x) * kChunk, cols) : Pos{};
+  const bool write = M != Mode::Reduce || a.write_grad;
+
+  for (int64_t chunk = blockIdx.x; chunk < w.n_chunks; chunk += gridDim.x) {
+    float sum = 0.f;
+    int32_t kept = 0;
+    // One element: its coefficients, maths and contribution; returns the value stored.
+    auto one = [&](float x, TT t, float go, int32_t col, int32_t r) -> float {
+      float4 k;
+      if constexpr (std::is_same<Ops, Uniform>::value) k = c.coef;
+      if constexpr (std::is_same<Ops, Table>::value) k = __ldg(table + col);
+      if constexpr (std::is_same<Ops, Strided>::value) {
+        const Pos p = pos_after(start, r, cols);
+        k = Loss::load_coef(a, c, p.row, p.col);
+      }
+      const Element e = eval<Loss, Plan>(c, x, t, k);
+      if constexpr (M == Mode::None) return e.loss;
+      if constexpr (M == Mode::Backward) return e.grad * go;
+      sum += e.loss;
+      if constexpr (!Plan::kHard) kept += e.keep ? 1 : 0;
+      return e.grad;
+    };
+    walk_chunk<V, U, kCols>(
+        w, chunk, threadIdx.x, start, tile_c, sub_c,
+        [&](int64_t i0, int32_t r0, const int32_t(&cs)[U]) {
+          Pack<TIn, V> xv[U], gv[U], ov[U];
+          Pack<TT, V> tv[U];
+#pragma unroll
+          for (int u = 0; u < U; ++u) {  // every load of the tile before any maths
+            xv[u] = load_pack<TIn, V>(xp + i0 + u * kSub);
+            tv[u] = load_pack<TT, V>(tp + i0 + u * kSub);
+            if constexpr (M == Mode::Backward) gv[u] = load_pack<TIn, V>(gop + i0 + u * kSub);
+          }
+#pragma unroll
+          for (int u = 0; u < U; ++u) {
+#pragma unroll
+            for (int k = 0; k < V; ++k) {
+              const float go = M == Mode::Backward ? device::to_float(gv[u].v[k]) : 0.f;
+              const float v = one(device::to_float(xv[u].v[k]), tv[u].v[k], go,
+                                  kCols ? cs[u] + k : 0, r0 + u * kSub + k);
+              ov[u].v[k] = device::from_float<TIn>(v);
+            }
+          }
+          if (write) {
+#pragma unroll
+            for (int u = 0; u < U; ++u) *reinterpret_cast<Pack<TIn, V>*>(op + i0 + u * kSub) = ov[u];
+          }
+        },
+        [&](int64_t i, int32_t r, int32_t col) {
+          const float go = M == Mode::Backward ? device::load_float(gop + i) : 0.f;
+          const float v = one(device::load_float(xp + i), tp[i], go, col, r);
+          if (write) device::store_float(op + i, v);
+        });
+    if constexpr (M == Mode::Reduce) {
+      // Block-uniform: every thread reaches the barriers of block_sum.
+      sum = device::block_sum(sum);
+      if (threadIdx.x == 0) s.sum[chunk] = sum;
+      if constexpr (!Plan::kHard) {
+        if (c.count_kept) {
+          kept = device::block_sum(kept);
+          if (threadIdx.x == 0) s.count[chunk] = kept;
+        }
+      }
     }
-    sum += e.loss;
-    if constexpr (Loss::kCountKept) count += e.keep ? 1 : 0;
-    if (a.write_grad) device::store_float(grad + i, e.grad * c.grad_scale);
-  });
-  // a.reduce is grid-uniform: either every thread of the block reaches the
-  // block_sum barriers or none does.
-  if (!a.reduce) return;
-  sum = device::block_sum(sum);
-  if constexpr (Loss::kCountKept) count = device::block_sum(count);
-  if (threadIdx.x == 0) {
-    partials.sum[blockIdx.x] = sum;
-    if constexpr (Loss::kCountKept) partials.count[blockIdx.x] = count;
+    if (kCols) start = pos_add(start, step, cols);
   }
 }
 
-// reduction="none" backward: grad_input = d loss/dx · grad_output.
-template <typename Loss, typename TIn, typename TT>
+template <class Loss, class Plan, typename TIn, typename TT>
+__global__ void __launch_bounds__(kBlock) _elementwise_fwd_kernel(
+    const LaunchArgs<typename Loss::Options> a, const typename Loss::Consts c, const Walk w,
+    const Scratch s) {
+  run_chunks<Mode::Reduce, Loss, Plan, TIn, TT>(a, c, w, s);
+}
+template <class Loss, class Plan, typename TIn, typename TT>
+__global__ void __launch_bounds__(kBlock) _elementwise_none_kernel(
+    const LaunchArgs<typename Loss::Options> a, const typename Loss::Consts c, const Walk w,
+    const Scratch s) {
+  run_chunks<Mode::None, Loss, Plan, TIn, TT>(a, c, w, s);
+}
+template <class Loss, class Plan, typename TIn, typename TT>
 __global__ void __launch_bounds__(kBlock) _elementwise_bwd_kernel(
-    const LaunchArgs<typename Loss::Options> a, const typename Loss::Consts c,
-    const bool need_rc) {
-  const TIn* const grad_output = static_cast<const TIn*>(a.grad_output);
-  TIn* const grad_input = static_cast<TIn*>(a.grad);
-  for_each_element<Loss, TIn, TT>(a, c, need_rc, [&](int64_t i, const Element& e) {
-    device::store_float(grad_input + i, e.grad * device::load_float(grad_output + i));
-  });
+    const LaunchArgs<typename Loss::Options> a, const typename Loss::Consts c, const Walk w,
+    const Scratch s) {
+  run_chunks<Mode::Backward, Loss, Plan, TIn, TT>(a, c, w, s);
+}
+
+// table[j] = coefficients of column j mod C, j < C + 8: a vector starting at
+// any column < C reads on without wrapping.
+template <class Loss>
+__global__ void __launch_bounds__(kBlock) _class_table_kernel(
+    const LaunchArgs<typename Loss::Options> a, const typename Loss::Consts c, float4* table) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  if (j < a.cols + 8) table[j] = Loss::load_coef(a, c, 0, j % a.cols);
 }
 
 // ---------------------------------------------------------------------------
-// Host side, shared with GHM-C's loss pass (ghmc.cu), whose kernels differ.
+// Host side. check_inputs, Reduction, forward and backward are shared with
+// GHM-C's loss pass (ghmc.cu), whose kernels differ.
 // ---------------------------------------------------------------------------
 
 template <typename Options>
@@ -128,31 +230,36 @@ void check_inputs(const LaunchArgs<Options>& a, const char* loss) {
                   "input and target must be set");
 }
 
+struct Partials {
+  float* sum = nullptr;
+  int32_t* count = nullptr;
+};
+
 // The second stage of a forward with a reduction: sum_partials_kernel on
 // `block` threads (which fixes its summation order).
 struct Reduction {
   Partials partials;
   int block;
-  bool mean;         // a mean divides by the count (GHM-C's weights already have)
+  bool mean;         // divide by the count (not when the partials are pre-scaled)
   bool clamp_count;  // see sum_partials_kernel
 };
 
-// A forward pass: launch(Tag<TIn>, Tag<TT>) issues the loss kernel on
-// `blocks` blocks (none for an empty input), then the partials are summed.
+// A forward pass: launch(Tag<TIn>, Tag<TT>) issues the loss kernel, which
+// writes `n_partials` partials (none for an empty input), then they are summed.
 template <typename Options, typename Launch>
-void forward(const LaunchArgs<Options>& a, const char* loss, const char* kernel, int64_t blocks,
-             const Reduction& r, cudaStream_t s, Launch&& launch) {
+void forward(const LaunchArgs<Options>& a, const char* loss, const char* kernel,
+             int64_t n_partials, const Reduction& r, cudaStream_t s, Launch&& launch) {
   using launch::require;
   check_inputs(a, loss);
   if (a.reduce) {
     require(a.out != nullptr && a.scale != nullptr, loss, "out and scale must be set");
-    require(blocks == 0 || r.partials.sum != nullptr, loss, "the workspace must be set");
-    require(blocks == 0 || !a.write_grad || a.grad != nullptr, loss,
+    require(n_partials == 0 || r.partials.sum != nullptr, loss, "the workspace must be set");
+    require(n_partials == 0 || !a.write_grad || a.grad != nullptr, loss,
             "grad must be set with write_grad");
   } else {
-    require(blocks == 0 || a.out != nullptr, loss, "out must be set");
+    require(n_partials == 0 || a.out != nullptr, loss, "out must be set");
   }
-  if (blocks > 0) {
+  if (n_partials > 0) {
     launch::dispatch_pair(a, loss, launch);
     launch::check_launch(kernel);
   }
@@ -161,8 +268,8 @@ void forward(const LaunchArgs<Options>& a, const char* loss, const char* kernel,
   launch::dispatch_input(a.input_dtype, loss, [&](auto in_tag) {
     using TIn = typename decltype(in_tag)::type;
     device::sum_partials_kernel<TIn><<<1, r.block, 0, s>>>(
-        r.partials.sum, r.partials.count, blocks, a.numel, static_cast<TIn*>(a.out), a.scale,
-        r.mean, r.clamp_count);
+        r.partials.sum, r.partials.count, n_partials, a.numel, static_cast<TIn*>(a.out),
+        a.scale, r.mean, r.clamp_count);
   });
   launch::check_launch("sum_partials_kernel");
 }
@@ -179,34 +286,119 @@ void backward(const LaunchArgs<Options>& a, const char* loss, const char* kernel
   launch::check_launch(kernel);
 }
 
-template <typename Loss>
+enum class OpsKind { Uniform, Table, Strided };
+
+// No operand; every present one per-class ([C] or a scalar: row stride 0,
+// column stride 1 or 0) on a small enough C; anything else.
+template <typename Options>
+OpsKind ops_kind(const LaunchArgs<Options>& a) {
+  bool any = false, per_class = true;
+  for (const Operand& o : a.operands) {
+    if (o.ptr == nullptr) continue;
+    any = true;
+    per_class = per_class && o.stride_r == 0 && (o.stride_c == 0 || o.stride_c == 1);
+  }
+  if (!any) return OpsKind::Uniform;
+  return per_class && a.cols <= kMaxTableCols ? OpsKind::Table : OpsKind::Strided;
+}
+
+// Whether a specialised plan runs (Forward with a reduction, bool targets).
+template <class Loss>
+bool takes_hot(const LaunchArgs<typename Loss::Options>& a, const typename Loss::Consts& c,
+               Pass pass, OpsKind kind) {
+  if (pass != Pass::Forward || !a.reduce || a.target_dtype != DType::UInt8) return false;
+  if (kind == OpsKind::Strided) return false;
+  return Loss::hot(a, c, kind == OpsKind::Table, [](auto) {});
+}
+
+template <class Loss>
+Scratch carve(launch::Workspace& w, const LaunchArgs<typename Loss::Options>& a, Pass pass) {
+  const typename Loss::Consts c = Loss::consts(a);
+  const OpsKind kind = ops_kind(a);
+  Scratch s;
+  if (kind == OpsKind::Table && takes_hot<Loss>(a, c, pass, kind)) s.table = w.take<float4>(a.cols + 8);
+  if (pass != Pass::Forward || !a.reduce) return s;
+  s.sum = w.take<float>(n_chunks(a.numel));
+  if (c.count_kept) s.count = w.take<int32_t>(n_chunks(a.numel));
+  return s;
+}
+
+template <class Loss>
 int64_t workspace_bytes(const LaunchArgs<typename Loss::Options>& a, Pass pass) {
   return launch::workspace_bytes(carve<Loss>, a, pass);
 }
 
+// Every pointer of the launch allows V-element vectors.
+template <int V, typename TIn, typename TT, typename Options>
+bool vector_ok(const LaunchArgs<Options>& a) {
+  auto ok = [](const void* p, int size) {
+    const int align = V * size < 16 ? V * size : 16;
+    return p == nullptr || reinterpret_cast<uintptr_t>(p) % align == 0;
+  };
+  return V > 1 && ok(a.input, sizeof(TIn)) && ok(a.target, sizeof(TT)) &&
+         ok(a.grad_output, sizeof(TIn)) && ok(a.grad, sizeof(TIn)) &&
+         (a.reduce || ok(a.out, sizeof(TIn)));
+}
+
 // A loss on this skeleton: its Forward or Backward pass.
-template <typename Loss>
+template <class Loss>
 void run(const LaunchArgs<typename Loss::Options>& a, Pass pass, void* stream) {
-  const int64_t blocks = launch::grid_blocks(a.numel, kBlock, kMaxBlocks);
+  using Args = LaunchArgs<typename Loss::Options>;
+  const char* stem = Stem<typename Loss::Options>::value;
   const typename Loss::Consts c = Loss::consts(a);
-  bool need_rc = false;  // some operand is present: track (row, col)
-  for (const Operand& op : a.operands) need_rc = need_rc || op.ptr != nullptr;
+  const OpsKind kind = ops_kind(a);
+  launch::require(kind == OpsKind::Uniform || a.cols < (int64_t{1} << 30), stem,
+                  "a broadcast operand needs fewer than 2^30 columns");
   const auto s = static_cast<cudaStream_t>(stream);
-  const auto grid = static_cast<unsigned>(blocks);
+  launch::Workspace ws(a.workspace);
+  const Scratch sc = carve<Loss>(ws, a, pass);
+  Walk w;
+  w.numel = a.numel;
+  w.n_chunks = n_chunks(a.numel);
+  w.cols = static_cast<int32_t>(a.cols < (int64_t{1} << 30) ? a.cols : (int64_t{1} << 30));
+  // Issues the Mode m kernel of `plan` for logits TIn and targets TT.
+  auto issue = [&](auto plan, auto m, auto in, auto tt) {
+    using Plan = decltype(plan);
+    using TIn = typename decltype(in)::type;
+    using TT = typename decltype(tt)::type;
+    constexpr Mode M = decltype(m)::value;
+    Walk wv = w;
+    wv.vector = vector_ok<vec_width<Plan, TIn, TT>(), TIn, TT>(a);
+    constexpr auto kernel = M == Mode::Reduce ? _elementwise_fwd_kernel<Loss, Plan, TIn, TT>
+                            : M == Mode::None ? _elementwise_none_kernel<Loss, Plan, TIn, TT>
+                                              : _elementwise_bwd_kernel<Loss, Plan, TIn, TT>;
+    const auto grid = static_cast<unsigned>(launch::wave_grid<kernel>(w.n_chunks, kBlock));
+    kernel<<<grid, kBlock, 0, s>>>(a, c, wv, sc);
+  };
+  using Red = std::integral_constant<Mode, Mode::Reduce>;
   if (pass == Pass::Backward) {
-    return backward(a, Stem<typename Loss::Options>::value, "_elementwise_bwd_kernel", blocks, [&](auto in, auto tt) {
-      using TIn = typename decltype(in)::type;
-      _elementwise_bwd_kernel<Loss, TIn, typename decltype(tt)::type><<<grid, kBlock, 0, s>>>(
-          a, c, need_rc);
+    return backward(a, stem, "_elementwise_bwd_kernel", w.n_chunks, [&](auto in, auto tt) {
+      issue(General<Strided>{}, std::integral_constant<Mode, Mode::Backward>{}, in, tt);
     });
   }
-  launch::Workspace w(a.workspace);
-  const Reduction r{carve<Loss>(w, a, pass), kBlock, a.mean, c.clamp_count};
-  forward(a, Stem<typename Loss::Options>::value, "_elementwise_fwd_kernel", blocks, r, s, [&](auto in, auto tt) {
-    using TIn = typename decltype(in)::type;
-    _elementwise_fwd_kernel<Loss, TIn, typename decltype(tt)::type><<<grid, kBlock, 0, s>>>(
-        a, c, r.partials, need_rc);
+  const Reduction r{{sc.sum, sc.count}, kSumBlock, a.mean && !c.prescaled, c.clamp_count};
+  if (takes_hot<Loss>(a, c, pass, kind) && w.n_chunks > 0) {
+    if (sc.table != nullptr) {
+      const auto blocks = static_cast<unsigned>((a.cols + 8 + kBlock - 1) / kBlock);
+      _class_table_kernel<Loss><<<blocks, kBlock, 0, s>>>(a, c, sc.table);
+      launch::check_launch("_class_table_kernel");
+    }
+    return forward(a, stem, "_elementwise_fwd_kernel", w.n_chunks, r, s, [&](auto in, auto) {
+      Loss::hot(a, c, kind == OpsKind::Table, [&](auto plan) {
+        issue(plan, Red{}, in, launch::Tag<uint8_t>{});
+      });
+    });
+  }
+  forward(a, stem, "_elementwise_fwd_kernel", w.n_chunks, r, s, [&](auto in, auto tt) {
+    if (!a.reduce) {
+      issue(General<Strided>{}, std::integral_constant<Mode, Mode::None>{}, in, tt);
+    } else if (kind == OpsKind::Uniform) {
+      issue(General<Uniform>{}, Red{}, in, tt);
+    } else {
+      issue(General<Strided>{}, Red{}, in, tt);
+    }
   });
+  static_cast<void>(sizeof(Args));
 }
 
 }  // namespace elementwise

@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -121,6 +122,27 @@ inline void check_launch(const char* kernel) {
 inline int64_t grid_blocks(int64_t items, int block, int64_t max_blocks) {
   if (items <= 0) return 0;
   return std::min<int64_t>((items + block - 1) / block, max_blocks);
+}
+
+// Blocks for a loop over `items` work units (chunks): whole waves of `Kernel`
+// on this device (SMs x resident blocks per SM), at most one per unit. The
+// partition of the work is fixed by the units, so the grid changes the speed
+// only, never the bits. Cached per kernel and device.
+template <auto Kernel>
+int64_t wave_grid(int64_t items, int block) {
+  static std::atomic<int> resident[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) dev = 0;
+  std::atomic<int>& slot = resident[dev & 63];
+  int blocks = slot.load(std::memory_order_relaxed);
+  if (blocks == 0) {
+    int sms = 0, per_sm = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, block, 0);
+    blocks = std::max(1, sms * per_sm);
+    slot.store(blocks, std::memory_order_relaxed);
+  }
+  return std::min<int64_t>(items, blocks);
 }
 
 // Typed arrays carved out of a launch's workspace (LaunchArgs::workspace),

@@ -2,8 +2,9 @@
 // fused_losses/triton/_math.py, so both GPU backends take the same stable paths.
 // Also the element loads/stores, operand addressing, block reductions and the
 // fixed-order second stage of the one-pass reductions (sum_partials_kernel).
-// Precise libm calls only (expf/logf/log1pf, never the __expf intrinsics): the
-// build does not use --use_fast_math and the tolerances assume full accuracy.
+// Precise libm calls here (expf/logf/log1pf): GHM-C, dice and the row losses
+// use them. The focal BCE and ASL kernels use the approximations of
+// fast_math.cuh instead, which their host-run test bounds (2e-5 relative).
 #pragma once
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
@@ -102,6 +103,26 @@ __device__ __forceinline__ float load_float(const T* p) {
 __device__ __forceinline__ float load_float(const __half* p) { return __half2float(*p); }
 __device__ __forceinline__ float load_float(const __nv_bfloat16* p) {
   return __bfloat162float(*p);
+}
+
+// The same conversions on values (elements of a loaded vector).
+template <typename T>
+__device__ __forceinline__ float to_float(T v) {
+  return static_cast<float>(v);
+}
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+__device__ __forceinline__ T from_float(float v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
 }
 
 __device__ __forceinline__ void store_float(float* p, float v) { *p = v; }
