@@ -42,8 +42,10 @@ example: $(STAMP)
 sass-check: $(STAMP)
 	$(PY) -m bench.sass_check
 
-# Everything a lent GPU box should do, in one call (system python, no registry):
-# install with CUDA kernels, CUDA-marked tests, whole suite, GPU benchmarks -> bench/results/.
+# Everything a lent GPU box should do, in one call of <= 8 minutes (system python, no
+# registry): sm_90 build in place, the CUDA tests, the benchmark grid (bench/gpu_grid.py),
+# ncu counters (bench/ncu.py) -> bench/results/ and $$OUT; each stage time-limited, see
+# bench/gpu_check.sh. GPU_CHECK_DRY=1 prints the stages and limits only.
 gpu-check:
 	PYTHON=$(PYTHON) bash bench/gpu_check.sh
 

@@ -20,19 +20,19 @@ def fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-def write_csv(path: Path, rows: list) -> None:
+def write_csv(path: Path, rows: list, columns: tuple = COLUMNS) -> None:
     """Append ``rows``; a file with other columns is moved aside to ``*.old.csv`` first."""
     if path.exists():
         with path.open(newline="") as fh:
             header = next(csv.reader(fh), [])
-        if tuple(header) != COLUMNS:
+        if tuple(header) != tuple(columns):
             path.replace(path.with_suffix(".old.csv"))
     new = not path.exists()
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         if new:
             writer.writeheader()
-        writer.writerows({k: fmt(r.get(k)) for k in COLUMNS} for r in rows)
+        writer.writerows({k: fmt(r.get(k)) for k in columns} for r in rows)
 
 
 MD_COLS = (("loss", "loss"), ("shape", "shape"), ("dtype", "dtype"), ("candidate", "candidate"),
@@ -44,7 +44,8 @@ MD_COLS = (("loss", "loss"), ("shape", "shape"), ("dtype", "dtype"), ("candidate
            ("graph_speedup_vs_compile", "graph vs compile"), ("note", "note"))
 
 
-def _table(rows: list, cols) -> list:
+def table(rows: list, cols) -> list:
+    """Markdown table lines; ``cols`` is ((key, title), ...)."""
     lines = ["| " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * len(cols)]
     return lines + ["| " + " | ".join(fmt(r.get(k)).replace("|", "/") for k, _ in cols) + " |"
                     for r in rows]
@@ -54,7 +55,7 @@ def markdown(rows: list, header: list, skipped: list) -> str:
     """The header, the best fused row per case, then every row."""
     best = [c for c in MD_COLS if c[0] not in ("candidate", "note")]
     lines = header + ["", "## Best fused backend per case (least graph ms)", ""]
-    lines += _table(best_fused(rows), best) + ["", "## Every row", ""] + _table(rows, MD_COLS)
+    lines += table(best_fused(rows), best) + ["", "## Every row", ""] + table(rows, MD_COLS)
     if skipped:
         lines += ["", "Not measured (the stage's deadline): " + ", ".join(skipped) + "."]
     return "\n".join(lines) + "\n"
