@@ -100,14 +100,14 @@ tests_stage() {
         k=${group#*:}
         group=${group%%:*}
         left=$((end - SECONDS))
+        if [ "$DRY" != 1 ] && [ "$left" -lt 15 ]; then
+            say "--- tests -k \"$k\": skipped (${left} s of the stage left)"
+            echo "| tests $group | 0 | 0 | skipped |" >>"$STAGES"
+            continue
+        fi
         say "=== tests -k \"$k\" (limit ${left} s of ${TEST_S} s; ${SECONDS} s in)"
         if [ "$DRY" = 1 ]; then
             echo "    would run: $PY -m pytest tests -q -p no:cacheprovider -rfE --tb=short --durations=15 -k \"$k\" > $RESULTS/gpu-tests-$group.log"
-            continue
-        fi
-        if [ "$left" -lt 15 ]; then
-            say "--- tests $group: skipped (stage time spent)"
-            echo "| tests $group | 0 | 0 | skipped |" >>"$STAGES"
             continue
         fi
         start=$SECONDS
@@ -117,7 +117,7 @@ tests_stage() {
             >"$RESULTS/gpu-tests-$group.log" 2>&1
         rc=$?
         case $rc in 0) status=ok ;; 124|137) status="TIMED OUT" ;; *) status="exit $rc" ;; esac
-        say "--- tests $group: $status after $((SECONDS - start)) s: $(grep -E "(passed|failed|error|no tests ran)" "$RESULTS/gpu-tests-$group.log" | tail -1)"
+        say "--- tests $group: $status after $((SECONDS - start)) s: $(grep -E "(passed|failed|skipped|error|deselected|no tests ran)" "$RESULTS/gpu-tests-$group.log" | tail -1)"
         grep -E "^(FAILED|ERROR) " "$RESULTS/gpu-tests-$group.log" | head -25 | tee -a "$LOG"
         echo "| tests $group | $left | $((SECONDS - start)) | $status |" >>"$STAGES"
         copy_out

@@ -127,6 +127,18 @@ def _launch(rec: dict) -> dict:
             "block": rec.get("Block Size", ""), "grid": rec.get("Grid Size", ""), "metrics": {}}
 
 
+def short_name(kernel_name: str) -> str:
+    """The demangled name without its return type and trailing parameter list."""
+    name, depth = kernel_name.strip(), 0
+    if name.endswith(")"):
+        for i in range(len(name) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(name[i], 0)
+            if depth == 0:
+                name = name[:i]
+                break
+    return name.removeprefix("void ")[:120]
+
+
 def kind_of(kernel_name: str) -> str:
     return "scale" if "scale_grad" in kernel_name else "fwd"
 
@@ -151,7 +163,7 @@ def attribute(launches: list, plan: dict) -> list:
 def derive(launch: dict, entry: dict) -> dict:
     m, numel = launch["metrics"], entry.get("numel") or 0
     row = {k: v for k, v in entry.items() if k != "expect"}
-    row.update(launch_id=launch["id"], kernel=launch["kernel"].split("(")[0][:90], note="",
+    row.update(launch_id=launch["id"], kernel=short_name(launch["kernel"]), note="",
                grid=m.get("launch__grid_size") or launch["grid"],
                block=m.get("launch__block_size") or launch["block"],
                registers=m.get("launch__registers_per_thread"),
