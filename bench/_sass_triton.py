@@ -15,26 +15,26 @@ def _triton_cases():
     from fused_losses.spec.asl import SPEC as ASL
     from fused_losses.spec.focal_bce import SPEC as FOCAL
     from fused_losses.triton import _scale, asl, focal_bce
+    from fused_losses.triton._launch import forward_plan
 
     R, C = SHAPE
     meta = dict(device="meta")
     x = torch.empty(R, C, **meta)
     t = torch.empty(R, C, dtype=torch.bool, **meta)
     pw = torch.empty(C, **meta)
-    numel = x.numel()
-    psum = torch.empty(1, **meta)
-    pcnt = torch.empty(1, dtype=torch.int32, **meta)
 
     def options(spec, **over):
         values = {o.name: o.default for o in spec.kernel_options}
         values.update(over)
         return spec.encode(values)
 
-    def forward(pointers, sizes, flags):
-        # The call of _launch.elementwise_forward, reduction="mean" with a gradient.
-        flags = dict(flags, REDUCE=True, WRITE_GRAD=True, BACKWARD=False)
-        nw = flags.pop("num_warps")
-        return [*pointers, x, x, psum, pcnt, pointers[0], numel, *sizes, 1.0 / numel], flags, nw
+    def forward(pointers, sizes, flags, divisor="numel"):
+        # Exactly the launch of _launch.elementwise_forward, reduction="mean" with a gradient.
+        *_, args, constexprs, _, _ = forward_plan(x, pointers, sizes, flags, "mean", True,
+                                                  divisor)
+        constexprs = dict(constexprs)
+        nw = constexprs.pop("num_warps")
+        return list(args), constexprs, nw
 
     cases = []
     p, s, f, _ = focal_bce._launch_args(x, t, None, pw, None,
@@ -44,7 +44,7 @@ def _triton_cases():
     p, s, f = asl._launch_args(x, t, None, pw, options(ASL))
     cases.append(("asl_fwd", asl._asl_kernel, *forward(p, s, f), True,
                   "fp32 x, bool t, pos_weight[C], defaults (g+1 g-4 clip .05), mean+grad"))
-    cases.append(("scale_grad", _scale._scale_grad_kernel, [x, psum, numel],
+    cases.append(("scale_grad", _scale._scale_grad_kernel, [x, torch.empty(1, **meta), x.numel()],
                   dict(BLOCK=_scale.BLOCK), _scale.NUM_WARPS, False, "fp32 grad"))
     return cases
 

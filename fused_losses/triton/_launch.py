@@ -3,9 +3,12 @@
 Two kernel shapes cover the (loss, grad, scale) losses; each has one kernel
 whose forward and backward share a body, told apart by the BACKWARD constexpr:
 
-- elementwise (focal_bce, asl, ghmc), one BLOCK-element tile per program:
-  ``kernel(*pointers, out, grad, psum, pcnt, gout, numel, *sizes, grad_scale,
-  REDUCE=, WRITE_GRAD=, BACKWARD=, **flags)``, epilogue ``_reduce.write_tile``;
+- elementwise (focal_bce, asl, ghmc): each program handles ``tiles``
+  consecutive BLOCK-element tiles (``tiles_per_program``, a function of numel
+  alone, so the summation order never depends on the device):
+  ``kernel(*pointers, out, grad, part, scale, gout, numel, tiles, *sizes,
+  grad_scale, REDUCE=, WRITE_GRAD=, BACKWARD=, COUNT=, FINAL=, MEAN=, **flags)``,
+  epilogues in ``_reduce.py``;
 - rows (softmax_focal, dsc), one class-index row per program:
   ``kernel(*pointers, rows, w, grad, gout, *sizes, grad_scale, WRITE_GRAD=,
   WRITE_W=, BACKWARD=, **flags)``.
@@ -24,32 +27,72 @@ from torch.library import wrap_triton
 from .._layout import as_rows, contiguous_target, fused_outputs, row_outputs, rows_cols
 from ._reduce import launch_sum_partials, launch_sum_rows
 
-BLOCK = 1024     # elements per program of the elementwise kernels
+BLOCK = 1024          # elements per tile of the elementwise kernels
 NUM_WARPS = 4
+MAX_TILES = 16        # most tiles per program
+FILL_PROGRAMS = 2048  # a program takes more tiles only while as many programs remain
+
+# Operand modes (the constexprs of ``_math.operand_tile``).
+NONE, SCALAR, CLASS, GENERAL = 0, 1, 2, 3
+
+
+def tiles_per_program(numel: int) -> int:
+    """A power of two <= MAX_TILES; more tiles per program only for large inputs,
+    so the grid still fills the GPU. Depends on numel alone (determinism)."""
+    n_tiles = triton.cdiv(numel, BLOCK)
+    tiles = 1
+    while tiles < MAX_TILES and n_tiles >= 2 * tiles * FILL_PROGRAMS:
+        tiles *= 2
+    return tiles
+
+
+def operand_mode(operand, shape, rows: int, cols: int):
+    """``(tensor or None, stride_r, stride_c, mode)`` of an operand broadcast to [R, C].
+
+    A per-class operand (row stride 0) becomes a contiguous [C] vector (a copy
+    of C values only when its column stride is not 1), read by column alone.
+    """
+    view, stride_r, stride_c = as_rows(operand, shape, rows, cols)
+    if view is None:
+        return None, 0, 0, NONE
+    if stride_r == 0 and stride_c == 0:
+        return view, 0, 0, SCALAR
+    if stride_r == 0:
+        if stride_c != 1:
+            view = view[(0,) * (view.dim() - 1)].contiguous()
+        return view, 0, 1, CLASS
+    return view, stride_r, stride_c, GENERAL
 
 
 def broadcast_operands(input, target, *operands):
-    """``(pointers, sizes, flags)`` common to the elementwise kernels.
+    """``(pointers, sizes, flags, modes)`` common to the elementwise kernels.
 
-    pointers: the input, the target, then each operand addressed as broadcast
-    to [R, C] (the target stands in for an absent one, which its HAS_* flag
-    keeps unread); sizes: C, 1/C, then the (row, column) strides of each
-    operand; flags: SMALL_C, BLOCK and num_warps.
+    pointers: the input, the target, then each operand (the target stands in
+    for an absent one, which its mode keeps unread); sizes: C, 1/C, then the
+    (row, column) strides of each operand; flags: SMALL_C, BLOCK, num_warps;
+    modes: each operand's NONE / SCALAR / CLASS / GENERAL.
     """
     rows, cols = rows_cols(input.shape)
     t = contiguous_target(target)
-    pointers, strides = [input.contiguous(), t], []
+    pointers, strides, modes = [input.contiguous(), t], [], []
     for operand in operands:
-        view, stride_r, stride_c = as_rows(operand, input.shape, rows, cols)
+        view, stride_r, stride_c, mode = operand_mode(operand, input.shape, rows, cols)
         pointers.append(t if view is None else view)
         strides += [stride_r, stride_c]
+        modes.append(mode)
     sizes = (max(cols, 1), 1.0 / max(cols, 1), *strides)
-    return tuple(pointers), sizes, dict(SMALL_C=cols < BLOCK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    flags = dict(SMALL_C=cols < BLOCK, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    return tuple(pointers), sizes, flags, tuple(modes)
 
 
-def elementwise_forward(kernel, input, pointers, sizes, flags, reduction: str,
-                        compute_grad: bool, divisor):
-    """``(loss, grad, scale)`` of an elementwise kernel (protocol of ops/_protocols.py).
+def gamma_int(gamma: float) -> int:
+    """γ as a small integer exponent (powers by multiplication), or -1 (general)."""
+    return int(gamma) if gamma == int(gamma) and 0 <= gamma <= 8 else -1
+
+
+def forward_plan(input, pointers, sizes, flags, reduction: str, compute_grad: bool, divisor):
+    """Buffers and launch of an elementwise forward: ``(out, grad, scale, part,
+    grid, args, constexprs, mean, count)``; shared with ``bench/_sass_triton.py``.
 
     ``divisor`` of a mean: ``"numel"`` (known here: folded into ``grad``, scale
     1), ``"kept"`` (the count of kept elements, known on the device: scale is
@@ -58,21 +101,34 @@ def elementwise_forward(kernel, input, pointers, sizes, flags, reduction: str,
     """
     numel = input.numel()
     reduce = reduction != "none"
-    mean = reduction == "mean" and divisor is not None
-    n_prog = triton.cdiv(numel, BLOCK)
+    mean = 0 if reduction != "mean" or divisor is None else (1 if divisor == "numel" else 2)
+    count = mean == 2
+    tiles = tiles_per_program(numel)
+    n_prog = triton.cdiv(numel, BLOCK * tiles)
+    final = reduce and n_prog == 1
     out, grad, scale = fused_outputs(input, reduction, compute_grad)
-    psum = torch.empty((n_prog if reduce else 0,), dtype=torch.float32, device=input.device)
-    pcnt = psum if divisor is None else torch.empty(
-        (n_prog if reduce else 0,), dtype=torch.int32, device=input.device)
-    grad_scale = 1.0 / numel if (mean and divisor == "numel" and numel) else 1.0
-    if n_prog:
-        wrap_triton(kernel)[(n_prog,)](
-            *pointers, out, grad, psum, pcnt, pointers[0], numel, *sizes, grad_scale,
-            REDUCE=reduce, WRITE_GRAD=reduce and compute_grad, BACKWARD=False, **flags)
-    if reduce:
-        launch_sum_partials(wrap_triton, psum, pcnt, out, scale, mean,
-                            clamp_count=divisor == "kept")
-    else:
+    part = out
+    if reduce and not final:  # one workspace: the partials, then the counts
+        part = torch.empty(((2 if count else 1) * n_prog,), dtype=torch.float32,
+                           device=input.device)
+    grad_scale = 1.0 / numel if (mean == 1 and numel) else 1.0
+    args = (*pointers, out, grad, part, scale, pointers[0], numel, tiles, *sizes, grad_scale)
+    constexprs = dict(REDUCE=reduce, WRITE_GRAD=reduce and compute_grad, BACKWARD=False,
+                      COUNT=count, FINAL=final, MEAN=mean, **flags)
+    return out, grad, scale, part, (n_prog,), args, constexprs, mean, count
+
+
+def elementwise_forward(kernel, input, pointers, sizes, flags, reduction: str,
+                        compute_grad: bool, divisor):
+    """``(loss, grad, scale)`` of an elementwise kernel (protocol of ops/_protocols.py);
+    ``divisor`` as in ``forward_plan``."""
+    out, grad, scale, part, grid, args, constexprs, mean, count = forward_plan(
+        input, pointers, sizes, flags, reduction, compute_grad, divisor)
+    if grid[0]:
+        wrap_triton(kernel)[grid](*args, **constexprs)
+    if reduction != "none" and not constexprs["FINAL"]:
+        launch_sum_partials(wrap_triton, part, grid[0], out, scale, input.numel(), count, mean)
+    elif not grid[0]:
         scale.fill_(1.0)
     return out, grad, scale
 
@@ -81,12 +137,14 @@ def elementwise_backward(kernel, grad_output, input, pointers, sizes, flags):
     """d(Σ grad_output·loss)/d(input) of ``reduction="none"``, in one pass."""
     numel = input.numel()
     grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
-    n_prog = triton.cdiv(numel, BLOCK)
+    tiles = tiles_per_program(numel)
+    n_prog = triton.cdiv(numel, BLOCK * tiles)
     if n_prog:
         gin = grad_input
         wrap_triton(kernel)[(n_prog,)](
-            *pointers, gin, gin, gin, gin, grad_output.contiguous(), numel, *sizes, 1.0,
-            REDUCE=False, WRITE_GRAD=False, BACKWARD=True, **flags)
+            *pointers, gin, gin, gin, gin, grad_output.contiguous(), numel, tiles, *sizes, 1.0,
+            REDUCE=False, WRITE_GRAD=False, BACKWARD=True, COUNT=False, FINAL=False, MEAN=0,
+            **flags)
     return grad_input
 
 

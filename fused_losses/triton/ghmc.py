@@ -24,7 +24,7 @@ from torch.library import triton_op, wrap_triton
 from ..spec.ghmc import SPEC
 from ._launch import BLOCK, broadcast_operands, elementwise_backward, elementwise_forward
 from ._math import load_rc, load_xt, row_col, sigmoid_terms
-from ._reduce import write_tile
+from ._reduce import finish_program, store_tile
 
 
 @triton.jit
@@ -99,26 +99,36 @@ def _ghmc_weights_kernel(hist_ptr, acc_ptr, w_ptr, bins, momentum, one_minus_mom
 
 
 @triton.jit
-def _ghmc_kernel(x_ptr, t_ptr, lw_ptr, w_ptr, out_ptr, grad_ptr, psum_ptr, pcnt_ptr, gout_ptr,
-                 numel, C, inv_c, lw_sr, lw_sc, bins, grad_scale, HAS_LW: tl.constexpr,
+def _ghmc_kernel(x_ptr, t_ptr, lw_ptr, w_ptr, out_ptr, grad_ptr, part_ptr, scale_ptr, gout_ptr,
+                 numel, tiles, C, inv_c, lw_sr, lw_sc, bins, grad_scale, HAS_LW: tl.constexpr,
                  SMALL_C: tl.constexpr, REDUCE: tl.constexpr, WRITE_GRAD: tl.constexpr,
-                 BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
-    """w·bce and w·(σ(x) - t) of one tile, written as ``_reduce.write_tile`` says.
+                 BACKWARD: tl.constexpr, COUNT: tl.constexpr, FINAL: tl.constexpr,
+                 MEAN: tl.constexpr, BLOCK: tl.constexpr):
+    """w·bce and w·(σ(x) - t) of ``tiles`` consecutive tiles, stored and reduced as
+    ``_reduce.py`` says.
 
     w = 0 outside every bin, as a product so that a NaN logit still reaches
-    the loss. ``grad_scale`` is not applied: a mean's 1/tot is inside w.
+    the loss. ``grad_scale`` is 1: a mean's 1/tot is inside w.
     """
     pid = tl.program_id(0).to(tl.int64)
-    x, t, s_p, s_n, log_p, log_n, b, in_bin, _, offs, mask = _ghmc_tile(
-        x_ptr, t_ptr, lw_ptr, pid * BLOCK, numel, C, inv_c, lw_sr, lw_sc, bins, HAS_LW, SMALL_C,
-        BLOCK)
-    w = tl.load(w_ptr + b, mask=in_bin, other=0.0)
-    loss = -w * (t * log_p + (1.0 - t) * log_n)
-    grad = w * ((1.0 - t) * s_p - t * s_n)
-    if REDUCE:  # only the partial needs it: the stores of ``none`` are masked
-        loss = tl.where(mask, loss, 0.0)
-    write_tile(pid, offs, mask, mask, loss, grad, out_ptr, grad_ptr, psum_ptr, pcnt_ptr,
-               gout_ptr, 1.0, REDUCE, WRITE_GRAD, False, BACKWARD)
+    first = pid * tiles * BLOCK
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    lane = tl.arange(0, BLOCK)
+    for i in range(tiles):
+        start = first + i * BLOCK
+        x, t, s_p, s_n, log_p, log_n, b, in_bin, _, offs, mask = _ghmc_tile(
+            x_ptr, t_ptr, lw_ptr, start, numel, C, inv_c, lw_sr, lw_sc, bins, HAS_LW, SMALL_C,
+            BLOCK)
+        w = tl.load(w_ptr + b, mask=in_bin, other=0.0)
+        loss = -w * (t * log_p + (1.0 - t) * log_n)
+        grad = w * ((1.0 - t) * s_p - t * s_n)
+        if REDUCE:  # only the partial needs it: the stores of ``none`` are masked
+            loss = tl.where(mask, loss, 0.0)
+            acc += loss
+        store_tile(lane, mask, loss, grad, out_ptr + start, grad_ptr + start, gout_ptr + start,
+                   grad_scale, REDUCE, WRITE_GRAD, BACKWARD)
+    finish_program(pid, acc, acc.to(tl.int32), part_ptr, out_ptr, scale_ptr, numel, REDUCE,
+                   BACKWARD, COUNT, FINAL, MEAN)
 
 
 def _slots(bins: int) -> int:
@@ -131,7 +141,7 @@ def _launch_args(input, target, label_weight, *weights):
     lw = label_weight
     if lw is not None and lw.dtype == torch.bool:
         lw = lw.view(torch.uint8)
-    pointers, sizes, flags = broadcast_operands(input, target, lw)
+    pointers, sizes, flags, _ = broadcast_operands(input, target, lw)
     flags.update(HAS_LW=label_weight is not None)
     return pointers + weights, sizes, flags
 
