@@ -85,6 +85,17 @@ run_stage() {
     return 0
 }
 
+# Test files, the few GPU-only ones first (pytest keeps the order of files named on
+# its command line, not of a folder's): the scale kernel, the no-sync check, the
+# CUDA battery (graphs, autocast, memory, determinism), then every other file.
+ordered_tests() {
+    local first="tests/test_scale_grad.py tests/test_strict.py tests/test_conformance_cuda.py" f
+    for f in $first; do [ -f "$f" ] && echo "$f"; done
+    for f in tests/test_*.py; do
+        case " $first " in *" $f "*) ;; *) echo "$f" ;; esac
+    done
+}
+
 # The CUDA tests, most telling first, each group with the stage's time still left.
 tests_stage() {
     local end=$((SECONDS + TEST_S)) left group k parallel="" start rc status
@@ -107,13 +118,13 @@ tests_stage() {
         fi
         say "=== tests -k \"$k\" (limit ${left} s of ${TEST_S} s; ${SECONDS} s in)"
         if [ "$DRY" = 1 ]; then
-            echo "    would run: $PY -m pytest tests -q -p no:cacheprovider -rfE --tb=short --durations=15 -k \"$k\" > $RESULTS/gpu-tests-$group.log"
+            echo "    would run: $PY -m pytest <tests/test_*.py, GPU-only files first> -q -p no:cacheprovider -rfE --tb=short --durations=15 -k \"$k\" > $RESULTS/gpu-tests-$group.log"
             continue
         fi
         start=$SECONDS
         # shellcheck disable=SC2086
-        timeout -s INT -k "$KILL_S" "$left" "$PY" -m pytest tests -q -p no:cacheprovider \
-            -rfE --tb=short --durations=15 $parallel -k "$k" \
+        timeout -s INT -k "$KILL_S" "$left" "$PY" -m pytest $(ordered_tests) -q \
+            -p no:cacheprovider -rfE --tb=short --durations=15 $parallel -k "$k" \
             >"$RESULTS/gpu-tests-$group.log" 2>&1
         rc=$?
         case $rc in 0) status=ok ;; 124|137) status="TIMED OUT" ;; *) status="exit $rc" ;; esac

@@ -225,69 +225,70 @@ def write_results(rows: list, plan: dict, out: Path, slug: str, extra: list) -> 
     return path
 
 
-def drive(plan_path: Path, dtypes: list, calls: int = CALLS) -> int:
-    """The profiled workload (on a GPU): writes the plan of what it launched."""
+def drive(plan_path: Path, dtypes: list, device: str = "cuda", shape=SHAPE,
+          calls: int = CALLS) -> int:
+    """The profiled workload; writes the plan of what it launched (``device="cpu"``
+    runs the same windows on the C++ CPU kernels, unprofiled: a test of the plan)."""
     import torch
     import fused_losses
-    from fused_losses._backend import _EXT_HAS_CUDA
+    from fused_losses._backend import _EXT_HAS_CUDA, _EXT_PROBLEM
     from .bench_asl import BENCH as ASL
     from .bench_focal_bce import BENCH as FOCAL
     from .gpu_grid import step_bytes
-    device = torch.device("cuda")
-    numel = SHAPE[0] * SHAPE[1]
-    plan = {"device": torch.cuda.get_device_name(), "shape": list(SHAPE), "numel": numel,
-            "calls": calls, "entries": [], "problems": []}
+    device, numel = torch.device(device), shape[0] * shape[1]
+    cuda = device.type == "cuda"
+    plan = {"device": torch.cuda.get_device_name() if cuda else "cpu", "shape": list(shape),
+            "numel": numel, "calls": calls, "entries": [], "problems": []}
     plan_path.write_text(json.dumps(plan))
     windows = []
-    for dtype in (getattr(torch, d) for d in dtypes):
+    for dtype, name in ((getattr(torch, d), d) for d in dtypes):
         size = torch.tensor([], dtype=dtype).element_size()
         for bench in (FOCAL, ASL):
-            inputs = bench.make_inputs(SHAPE, dtype, device)
+            inputs = bench.make_inputs(tuple(shape), dtype, device)
             others = {k: v for k, v in inputs.items() if k not in ("input", "target")}
             for backend in bench.native_backends(device):
                 def fwd(b=bench, i=inputs, o=others, backend=backend):
                     b.fused(i["input"], i["target"], **o, **b.options, backend=backend)
                 windows.append((fwd, dict(
-                    label=f"{bench.loss} fwd {backend} {dtype_name(dtype)}", kind="fwd",
-                    loss=bench.loss, backend=backend, dtype=dtype_name(dtype), numel=numel,
+                    label=f"{bench.loss} fwd {backend} {name}", kind="fwd", loss=bench.loss,
+                    backend=backend, dtype=name, numel=numel,
                     model_b_per_elem=step_bytes(bench.loss, 1, size),
                     expect="_elementwise_fwd" if backend == "cuda" else f"_{bench.loss}")))
-        grad = torch.randn(SHAPE, device=device).to(dtype)
+        grad = torch.randn(shape, device=device).to(dtype)
         two, one = (torch.tensor([f], device=device) for f in (2.0, 1.0))
         scales = []
-        if _EXT_HAS_CUDA:
-            scales.append(("cuda", torch.ops.fused_losses.scale_grad_))
-        if "triton" in fused_losses.available_backends("cuda"):
+        if _EXT_HAS_CUDA if cuda else _EXT_PROBLEM is None:
+            scales.append((device.type, torch.ops.fused_losses.scale_grad_))
+        if cuda and "triton" in fused_losses.available_backends("cuda"):
             from fused_losses.triton._scale import scale_grad_
             scales.append(("triton", scale_grad_))
         for (backend, op), factor in [(s, two) for s in scales] + [(s, one) for s in scales[:1]]:
             f = float(factor)
             windows.append((lambda op=op, factor=factor: op(grad, factor), dict(
-                label=f"scale_grad x{f:g} {backend} {dtype_name(dtype)}", kind="scale",
-                loss="", backend=backend, dtype=dtype_name(dtype), numel=numel,
+                label=f"scale_grad x{f:g} {backend} {name}", kind="scale", loss="",
+                backend=backend, dtype=name, numel=numel,
                 model_b_per_elem=2 * size if f != 1.0 else 0)))
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for fn, entry in windows:
         try:
             fn()
             fn()  # warm-up: JIT, lazy module loading
-            torch.cuda.synchronize()
-            torch.cuda.profiler.start()
+            sync()
+            if cuda:
+                torch.cuda.profiler.start()
             try:
                 for _ in range(calls):
                     fn()
-                torch.cuda.synchronize()
+                sync()
             finally:
-                torch.cuda.profiler.stop()
+                if cuda:
+                    torch.cuda.profiler.stop()
             plan["entries"] += [entry] * calls
         except Exception as exc:  # noqa: BLE001 - the other kernels still get profiled
             plan["problems"].append(f"{entry['label']}: {type(exc).__name__}: {exc}"[:300])
             print(f"! {plan['problems'][-1]}", file=sys.stderr)
-    plan_path.write_text(json.dumps(plan, indent=1))
+        plan_path.write_text(json.dumps(plan, indent=1))  # after each: ncu may be stopped
     return 0
-
-
-def dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def find_ncu() -> str | None:
@@ -338,11 +339,14 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=75.0, help="seconds for ncu in all")
     parser.add_argument("--dtype", action="append", choices=("float32", "bfloat16"))
     parser.add_argument("--drive", metavar="PLAN", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # --drive only
+    parser.add_argument("--shape", default="x".join(map(str, SHAPE)), help=argparse.SUPPRESS)
     parser.add_argument("--parse", nargs=2, metavar=("RAW", "PLAN"))
     args = parser.parse_args(argv)
     dtypes = args.dtype or ["float32"]
     if args.drive:
-        return drive(Path(args.drive), dtypes)
+        return drive(Path(args.drive), dtypes, args.device,
+                     [int(v) for v in args.shape.split("x")])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.parse:

@@ -341,3 +341,17 @@ def test_ncu_time_limit_kills_it(tmp_path):
                      tmp_path / "log", ["float32"], timeout=1)
     assert rc == 124 and time.monotonic() - start < 10
     assert "ncu stopped after 1 s" in (tmp_path / "log").read_text()
+
+
+def test_driver_plan_on_the_cpu(tmp_path):
+    """The driver's windows on the C++ CPU kernels (unprofiled): every window runs and
+    the plan lists each launch, forwards before scales, in launch order."""
+    plan_path = tmp_path / "plan.json"
+    assert ncu.drive(plan_path, ["float32"], "cpu", (64, 270)) == 0
+    plan = json.loads(plan_path.read_text())
+    assert plan["problems"] == [] and plan["numel"] == 64 * 270
+    labels = [e["label"] for e in plan["entries"]]
+    assert labels == [lab for lab in ("focal_bce fwd cpu float32", "asl fwd cpu float32",
+                                      "scale_grad x2 cpu float32", "scale_grad x1 cpu float32")
+                      for _ in range(plan["calls"])]
+    assert [e["model_b_per_elem"] for e in plan["entries"][::plan["calls"]]] == [9, 9, 8, 0]
