@@ -3,15 +3,15 @@
 # one call of at most 8 minutes, every stage under its own time limit:
 #
 #   stage   limit  what
-#   build   140 s  TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 setup.py build_ext --inplace
+#   build   150 s  TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 setup.py build_ext --inplace
 #                  (the package is then used through PYTHONPATH)
-#   env      15 s  versions, backends, nvidia-smi: is the CUDA build there?
-#   tests    85 s  the CUDA tests: `-k cuda` (the -m cuda files and every fused
+#   env      10 s  versions, backends, nvidia-smi: is the CUDA build there?
+#   tests    83 s  the CUDA tests: `-k cuda` (the -m cuda files and every fused
 #                  test's cuda parameter), then `-k triton` on the GPU, then the
 #                  torch.compile training steps, each with the time still left
-#   grid    140 s  python -m bench.gpu_grid (stops starting work at 125 s)
+#   grid    140 s  python -m bench.gpu_grid (starts no work after 125 s)
 #   ncu      80 s  python -m bench.ncu (ncu itself limited to 70 s)
-#   total  460 s  + at most 4 s of kill grace per stage = 476 s <= 480 s
+#   total   463 s  + at most 3 s of kill grace per stage (5 x 3) = 478 s <= 480 s
 #
 # A stage that overruns is interrupted (SIGINT, so pytest still prints its
 # summary; SIGKILL 3 s later) and the next stage starts: what the others wrote
@@ -24,12 +24,13 @@ cd "$(dirname "$0")/.." || exit 1
 RESULTS=${RESULTS:-bench/results}
 PY=${PYTHON:-python3}
 DRY=${GPU_CHECK_DRY:-0}
-BUILD_S=${BUILD_TIMEOUT:-140}
-ENV_S=${ENV_TIMEOUT:-15}
-TEST_S=${TEST_TIMEOUT:-85}
+BUILD_S=${BUILD_TIMEOUT:-150}
+ENV_S=${ENV_TIMEOUT:-10}
+TEST_S=${TEST_TIMEOUT:-83}
 GRID_S=${GRID_TIMEOUT:-140}
 NCU_S=${NCU_TIMEOUT:-80}
 KILL_S=3
+TOTAL_S=${GPU_CHECK_TOTAL:-478}  # a stage's limit is cut to what is left of this
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET  # the tests' conftest sets it only where there is no GPU
 # nvcc and ncu live in /usr/local/cuda/bin on most boxes; setup.py finds CUDA_HOME from nvcc.
@@ -66,6 +67,12 @@ trap 'say "!! interrupted"; copy_out; exit 130' INT TERM
 run_stage() {
     local name=$1 limit=$2 logfile=$3 start rc status
     shift 3
+    [ $((TOTAL_S - SECONDS - KILL_S)) -lt "$limit" ] && limit=$((TOTAL_S - SECONDS - KILL_S))
+    if [ "$limit" -lt 5 ]; then
+        say "--- $name: skipped (the whole run's ${TOTAL_S} s are spent)"
+        echo "| $name | 0 | 0 | skipped |" >>"$STAGES"
+        return 0
+    fi
     say "=== $name (limit ${limit} s; $(date -u +%T), ${SECONDS} s in)"
     if [ "$DRY" = 1 ]; then
         echo "    would run: $* > $logfile"
@@ -159,7 +166,7 @@ run_stage grid "$GRID_S" "$RESULTS/gpu-grid.log" \
     "$PY" -m bench.gpu_grid --out "$RESULTS" --deadline-s $((GRID_S - 15))
 run_stage ncu "$NCU_S" "$RESULTS/gpu-ncu.log" \
     "$PY" -m bench.ncu --out "$RESULTS" --timeout $((NCU_S - 10))
-[ "$DRY" = 1 ] || tail -25 "$RESULTS/gpu-ncu.log" | tee -a "$LOG" >/dev/null
+[ -f "$RESULTS/gpu-ncu.log" ] && [ "$DRY" != 1 ] && tail -25 "$RESULTS/gpu-ncu.log" >>"$LOG"
 say "=== done after ${SECONDS} s"
 if [ "$DRY" != 1 ]; then
     cat "$STAGES" | tee -a "$LOG"
