@@ -64,7 +64,7 @@ struct Asl {
   }
 
   // The negative side's log p_m and d log p_m/dx = -σ(x)σ(-x)/p_m (0 where
-  // p < clip: the clamp passes the gradient at equality).
+  // p < clip: the clamp passes the gradient at equality). Needs clip > 0.
   FL_HD static void log_pm(const Consts& c, float s_p, float s_n, float d, float l1p_neg_d,
                            float* lv, float* dlv) {
     const bool near = d < 0.5f;
@@ -159,11 +159,12 @@ struct Asl {
     return Element{loss * f, grad, true};
   }
 
-  // The specialised plans: hard targets, focal weight detached; (γ₊, γ₋) =
+  // The specialised plans: hard targets, focal weight detached, clip > 0 (so
+  // log p_m >= log clip needs no log-sigmoid and 1/p_m no guard); (γ₊, γ₋) =
   // (1, 4), the defaults, or any.
   template <class F>
   static bool hot(const Args&, const Consts& c, bool table, F&& f) {
-    if (!c.hard || !c.detach) return false;
+    if (!c.hard || !c.detach || !(c.clip > 0.f)) return false;
     const bool defaults = c.gamma_pos == 1.f && c.gamma_neg == 4.f;
     using elementwise::Hot;
     using elementwise::Table;

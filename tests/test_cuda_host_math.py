@@ -1,0 +1,210 @@
+"""The CUDA focal BCE / ASL maths and the skeleton's index walk, run on the CPU.
+
+No GPU here: tests/cuda_host_math.cu includes the host-callable maths of
+csrc/cuda/focal_bce.cuh, asl.cuh and walk.cuh, built with nvcc three times,
+with every approximate device instruction (ex2/lg2/rcp .approx) emulated at
+its documented worst-case error pushed up, down, or not at all
+(FUSED_LOSSES_HOST_ERR, csrc/cuda/fast_math.cuh). Each element's loss and
+gradient is compared with the float64 reference (fused_losses/reference)
+within 2e-5 relative, plus 1e-30 absolute, plus the reference's own change
+under a 2^-22 relative nudge of x (and of a soft t): the fp32 conditioning of
+the point, where any fp32 implementation cancels (ASL's d = σ(x) - clip near
+the clip, a soft target's σ(x) - t near σ(x) = t). The reported maximum
+relative error is over the well-conditioned points.
+"""
+import itertools
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fused_losses.reference.asl import asl as ref_asl
+from fused_losses.reference.focal_bce import focal_bce as ref_focal
+
+from test_cuda_compile import NVCC, ROOT
+
+pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found: host maths not built")
+
+RTOL, FLOOR, NUDGE = 2e-5, 1e-30, 2.0 ** -22
+XS = [0.0, 1e-30, -1e-30, 1e-7, -1e-7, 0.01, -0.01, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 2.9,
+      -2.9, -3.0, 5.0, -5.0, 10.0, -10.0, 20.0, -20.0, 50.0, -50.0, 87.0, -87.0, 88.0, -88.0,
+      100.0, -100.0, 1e4, -1e4]
+XS = [float(np.float32(x)) for x in XS]
+SOFT = [float(np.float32(t)) for t in (0.0, 0.05, 0.3, 0.5, 0.9, 1.0)]
+ERRS = (-1, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def binaries(tmp_path_factory):
+    """{host error sign: executable}."""
+    d = tmp_path_factory.mktemp("hostmath")
+    subprocess.run([sys.executable, str(ROOT / "fused_losses" / "_codegen.py"), str(d / "gen")],
+                   check=True, capture_output=True, text=True, timeout=120)
+    procs = {}
+    for err in ERRS:
+        exe = d / f"hostmath_{err + 1}"
+        cmd = [NVCC, "-std=c++17", "-O2", "-diag-suppress", "20013",
+               f"-DFUSED_LOSSES_HOST_ERR={err}", "-I", str(ROOT / "csrc"), "-I", str(d / "gen"),
+               "-o", str(exe), str(ROOT / "tests" / "cuda_host_math.cu")]
+        procs[err] = (exe, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            text=True))
+    for err, (exe, p) in procs.items():
+        out, errtext = p.communicate(timeout=600)
+        assert p.returncode == 0, f"nvcc failed:\n{errtext}{out}"
+    return {err: exe for err, (exe, _) in procs.items()}
+
+
+def run(exe: Path, lines: list[str]) -> list[str]:
+    res = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True,
+                         text=True, timeout=600, check=True)
+    return res.stdout.splitlines()
+
+
+def f32(v):
+    return v if v is None or math.isnan(v) else float(np.float32(v))
+
+
+def ref_values(fn, xs, ts, hard, kw):
+    """(loss, d loss/dx) per element of the float64 reference, reduction="none"."""
+    x = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(ts, dtype=torch.int64 if hard else torch.float64)
+    loss = fn(x, t, reduction="none", **kw)
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach().numpy(), grad.numpy()
+
+
+def compare(case_fn, configs, binaries):
+    """configs: (line prefix per element -> str, reference kwargs, hard, ts, scale).
+    Returns the max relative error (over |ref| >= 1e-30) and asserts the bound."""
+    worst = 0.0
+    lines, expect = [], []
+    for prefix, kw, hard, ts, scale in configs:
+        grid = list(itertools.product(XS, ts))
+        xs, tt = [g[0] for g in grid], [g[1] for g in grid]
+        ref = ref_values(case_fn, xs, tt, hard, kw)
+        bumps = [ref_values(case_fn, [x * (1 + s * NUDGE) for x in xs], tt, hard, kw)
+                 for s in (1, -1)]
+        if not hard:
+            bumps += [ref_values(case_fn, xs, [t * (1 + s * NUDGE) for t in tt], hard, kw)
+                      for s in (1, -1)]
+        for j, (x, t) in enumerate(grid):
+            lines.append(f"{prefix} {x!r} {t!r}")
+            vals = []
+            for k in range(2):
+                r = ref[k][j] * scale
+                cond = max(abs(b[k][j] - ref[k][j]) for b in bumps) * scale
+                vals.append((r, cond))
+            expect.append((prefix, x, t, vals))
+    for err, exe in binaries.items():
+        out = run(exe, lines)
+        assert len(out) == len(lines)
+        bad = []
+        for line, (prefix, x, t, vals) in zip(out, expect):
+            got = [float(v) for v in line.split()]
+            for what, g, (r, cond) in zip(("loss", "grad"), got, vals):
+                if what == "grad" and _ref_grad_inexact(prefix, x):
+                    continue
+                diff = abs(g - r)
+                if not diff <= RTOL * abs(r) + FLOOR + cond:
+                    bad.append(f"{prefix} x={x} t={t} {what}: got {g!r}, ref {r!r}, cond {cond:.3g}")
+                if abs(r) >= FLOOR and cond <= RTOL * abs(r):
+                    worst = max(worst, diff / abs(r))
+        assert not bad, f"host error sign {err}: {len(bad)} mismatches, e.g.\n" + "\n".join(bad[:15])
+    return worst
+
+
+def _ref_grad_inexact(prefix: str, x: float) -> bool:
+    """ASL's undetached focal gradient through d = σ(x) - clip: for x > 36
+    torch's float64 sigmoid backward σ(1-σ) rounds to 0 (σ rounds to 1), so
+    the reference drops a term of ~e^-x that the kernel keeps."""
+    return prefix.startswith("asl") and prefix.split()[7] == "0" and x > 36
+
+
+def _nan(v):
+    return "nan" if v is None else repr(f32(v))
+
+
+def focal_configs():
+    for gamma, alpha, pw, w in itertools.product((0.0, 0.5, 1.0, 2.0, 3.7), (None, 0.25),
+                                                 (1.0, 2.5), (1.0, 0.7)):
+        kw = dict(gamma=f32(gamma), alpha=f32(alpha))
+        n = 3 if (pw, w) == (2.5, 0.7) else 0  # a mean over 3 folds 1/3 in
+        per = dict(pos_weight=torch.tensor(f32(pw), dtype=torch.float64),
+                   weight=torch.tensor(f32(w), dtype=torch.float64))
+        plans = ["gen", "hr"] + (["h0"] if gamma == 0 else ["h2"] if gamma == 2 else [])
+        for plan in plans:
+            yield (f"focal {plan} i {gamma!r} {_nan(alpha)} 0 nan {_nan(pw)} {_nan(w)} {n}",
+                   {**kw, **per}, True, [0.0, 1.0], 1 / n if n else 1.0)
+        yield (f"focal gen f {gamma!r} {_nan(alpha)} 0 nan {_nan(pw)} {_nan(w)} {n}",
+               {**kw, **per}, False, SOFT, 1 / n if n else 1.0)
+    for eps in (0.1,):  # label smoothing turns hard labels soft
+        yield (f"focal gen i 2.0 0.25 {eps!r} nan 1.0 1.0 0", dict(gamma=2.0, alpha=0.25,
+               label_smoothing=f32(eps)), True, [0.0, 1.0], 1.0)
+
+
+def asl_configs():
+    grid = itertools.product(((1.0, 4.0), (0.0, 0.0), (0.5, 2.5), (2.0, 1.0)), (0.0, 0.05),
+                             (1e-8, 0.0), (True, False), (None, 2.0))
+    for (gp, gn), clip, eps, detach, pw in grid:
+        kw = dict(gamma_pos=gp, gamma_neg=gn, clip=f32(clip), eps=eps,
+                  detach_focal_weight=detach, pos_weight=f32(pw),
+                  weight=torch.tensor(f32(0.7), dtype=torch.float64))
+        head = f"{gp!r} {gn!r} {clip!r} {eps!r} {int(detach)} {_nan(pw)} {f32(0.7)!r}"
+        hot = detach and clip > 0  # Asl::hot's conditions
+        plans = ["gen"] + (["hr"] + (["h14"] if (gp, gn) == (1.0, 4.0) else []) if hot else [])
+        for plan in plans:
+            yield f"asl {plan} i {head} 0 0", kw, True, [0.0, 1.0], 1.0
+        yield f"asl gen f {head} 0 0", kw, False, SOFT, 1.0
+        if detach and pw is None and clip:
+            yield (f"asl gen f {head} 0.1 0", {**kw, "label_smoothing": f32(0.1)}, False,
+                   SOFT, 1.0)
+
+
+def test_focal_bce_matches_float64(binaries, record_property):
+    worst = compare(ref_focal, list(focal_configs()), binaries)
+    record_property("focal_max_rel", worst)
+    print(f"focal_bce max relative error {worst:.3g}")
+
+
+def test_asl_matches_float64(binaries, record_property):
+    worst = compare(ref_asl, list(asl_configs()), binaries)
+    record_property("asl_max_rel", worst)
+    print(f"asl max relative error {worst:.3g}")
+
+
+def test_focal_ignore_index(binaries):
+    """An ignored element is exactly 0 whatever its logit; the others are unchanged."""
+    lines = [f"focal gen i 2.0 0.25 0 -100 1.0 1.0 0 {x!r} {t!r}"
+             for x in (-1e4, 0.5, 1e4) for t in (-100.0, 1.0)]
+    out = run(binaries[0], lines)
+    for line, got in zip(lines, out):
+        loss, grad = map(float, got.split())
+        if line.endswith("-100.0"):
+            assert (loss, grad) == (0.0, 0.0), line
+        else:
+            assert math.isfinite(loss) and math.isfinite(grad), line
+
+
+def test_small_gamma_gradient_finite(binaries):
+    """0 < γ < 1: the gradient stays finite as p_t -> 1."""
+    lines = [f"{plan} {x!r} {t!r}" for plan in ("focal hr i 0.3 nan 0 nan 1 1 0",
+                                                "focal gen f 0.3 nan 0 nan 1 1 0",
+                                                "asl gen f 1.0 0.2 0.05 1e-8 0 nan 1 0 0")
+             for x in (-1e4, -88.0, -30.0, 30.0, 88.0, 1e4) for t in (0.0, 1.0)]
+    for got in run(binaries[1], lines):
+        assert all(math.isfinite(float(v)) for v in got.split()), got
+
+
+@pytest.mark.parametrize("numel", [0, 1, 7, 255, 2047, 2048, 2049, 8191, 8192, 8193, 50001])
+def test_walk_covers_every_element_once(binaries, numel):
+    lines = [f"walk {numel} {cols} {v} {u} {vec} {grid}"
+             for cols in (1, 2, 3, 7, 270, 8193)
+             for v, u in ((4, 2), (8, 1), (4, 1), (1, 1))
+             for vec in (1, 0) for grid in (1, 3)]
+    out = run(binaries[0], lines)
+    bad = [f"{l}: {o}" for l, o in zip(lines, out) if o != "ok"]
+    assert not bad, "\n".join(bad[:10])
