@@ -16,7 +16,11 @@ def fmt(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.1f}" if abs(value) >= 100 else f"{value:.4g}"
+        if math.isnan(value):
+            return ""
+        if value.is_integer() and abs(value) < 1e12:
+            return str(int(value))
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4g}"
     return "" if value is None else str(value)
 
 

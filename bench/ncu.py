@@ -43,7 +43,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._grid_report import fmt, table, write_csv
+from ._grid_report import table, write_csv
+from .run import git_commit, slug
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (262144, 270)
@@ -208,7 +209,7 @@ def summary(rows: list) -> list:
 
 def write_results(rows: list, plan: dict, out: Path, slug: str, extra: list) -> Path:
     common = {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "commit": os.environ.get("BENCH_COMMIT", ""),
+        timespec="seconds"), "commit": git_commit(),
         "device": plan.get("device", "")}
     if rows:
         write_csv(out / f"{slug}-ncu.csv", [dict(common, **r) for r in rows], COLUMNS)
@@ -353,7 +354,6 @@ def main(argv=None) -> int:
         raw, plan_path = Path(args.parse[0]), Path(args.parse[1])
         plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
         rows = attribute(parse_raw(raw.read_text()), plan)
-        from .run import slug
         print(write_results(rows, plan, out, slug(plan.get("device") or "unknown-gpu"), []))
         return 0
     started = time.monotonic()
@@ -380,7 +380,6 @@ def main(argv=None) -> int:
                                               if tmp_raw.exists() else "")
     notes += ["- " + line.strip()[:200] for line in text.splitlines()
               if ("==ERROR==" in line or "==WARNING==" in line or line.startswith("!"))][:12]
-    from .run import slug
     name = slug(plan.get("device") or "unknown-gpu")
     for tmp, final in ((tmp_raw, f"{name}-ncu-raw.csv"), (log, f"{name}-ncu.log"),
                        (tmp_plan, f"{name}-ncu-plan.json")):
