@@ -19,6 +19,12 @@
 # when $OUT is set (the device tool's return folder), are copied there after
 # every stage. GPU_CHECK_DRY=1 prints the stages and their limits, runs nothing.
 # A copied tree's .git may be stale: pass the commit as BENCH_COMMIT=<hash>.
+#
+# Outputs: gpu-check.log (this script's story), gpu-check-stages.md (limit, time
+# and status per stage), gpu-{build,env,grid,ncu}.log, gpu-tests-{cuda,triton,
+# compile}.log (pytest's summary and its 15 slowest tests, to size the next run),
+# <device>-grid.{csv,md,png} (bench/gpu_grid.py), <device>-ncu.{csv,md},
+# <device>-ncu-raw.csv, -ncu.log and -ncu-plan.json (bench/ncu.py).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 RESULTS=${RESULTS:-bench/results}
@@ -112,7 +118,7 @@ tests_stage() {
     # -k also matches file names and markers: "cuda" takes the -m cuda files and the
     # fused tests' cuda parameters; test_cuda_compile.py (nvcc sm_80/90, which the
     # build did) and the torch.compile steps (seconds each) are left for later.
-    for group in "cuda:cuda and not cuda_compile and not compile_fullgraph" \
+    for group in "cuda:cuda and not cuda_compile and not compile_fullgraph and not sass" \
                  "triton:triton and not cuda and not sass" \
                  "compile:compile_fullgraph"; do
         k=${group#*:}
