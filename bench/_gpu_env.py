@@ -28,7 +28,7 @@ def main() -> int:
           _EXT_HAS_CUDA, "|", _EXT_PROBLEM or "extension imported")
     for cmd in TOOLS:
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=3)
             print((out.stdout or out.stderr).strip().splitlines()[-3:])
         except (OSError, subprocess.SubprocessError) as exc:
             print(cmd[0], "unavailable:", exc)

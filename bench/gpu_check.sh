@@ -3,9 +3,9 @@
 # one call of at most 8 minutes, every stage under its own time limit:
 #
 #   stage   limit  what
-#   build   150 s  TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 setup.py build_ext --inplace
+#   build   145 s  TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 setup.py build_ext --inplace
 #                  (the package is then used through PYTHONPATH)
-#   env      10 s  versions, backends, nvidia-smi: is the CUDA build there?
+#   env      15 s  versions, backends, nvidia-smi: is the CUDA build there?
 #   tests    83 s  the CUDA tests: `-k cuda` (the -m cuda files and every fused
 #                  test's cuda parameter), then `-k triton` on the GPU, then the
 #                  torch.compile training steps, each with the time still left
@@ -30,8 +30,8 @@ cd "$(dirname "$0")/.." || exit 1
 RESULTS=${RESULTS:-bench/results}
 PY=${PYTHON:-python3}
 DRY=${GPU_CHECK_DRY:-0}
-BUILD_S=${BUILD_TIMEOUT:-150}
-ENV_S=${ENV_TIMEOUT:-10}
+BUILD_S=${BUILD_TIMEOUT:-145}
+ENV_S=${ENV_TIMEOUT:-15}
 TEST_S=${TEST_TIMEOUT:-83}
 GRID_S=${GRID_TIMEOUT:-140}
 NCU_S=${NCU_TIMEOUT:-80}
