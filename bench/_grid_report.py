@@ -5,6 +5,7 @@ import csv
 import math
 from pathlib import Path
 
+BASELINES = ("eager", "compile", "anchor")
 COLUMNS = ("timestamp", "commit", "device", "torch", "triton", "cuda", "loss", "shape", "dtype",
            "candidate", "backend", "bench_ms", "graph_ms", "host_us", "host_syncs", "warmup_s",
            "bytes_per_elem", "step_mb", "gb_s", "copy_pct", "graph_gb_s", "graph_copy_pct",
@@ -94,3 +95,28 @@ def best_fused(rows: list) -> list:
                 key not in best or t < (best[key].get("graph_ms") or best[key]["bench_ms"])):
             best[key] = r
     return list(best.values())
+
+
+def _num(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def derive(rows: list, copy_gbs: float) -> list:
+    """Fill one case's GB/s, % of copy bandwidth and speed-up columns from its
+    ``bench_ms``, ``graph_ms`` and ``step_bytes`` (rows of one case only)."""
+    by_name = {r["candidate"]: r for r in rows}
+    for r in rows:
+        for t_key, g_key, p_key in (("bench_ms", "gb_s", "copy_pct"),
+                                    ("graph_ms", "graph_gb_s", "graph_copy_pct")):
+            ms = _num(r.get(t_key))
+            if ms:
+                gbs = r["step_bytes"] / (ms * 1e-3) / 1e9
+                r[g_key], r[p_key] = gbs, 100.0 * gbs / copy_gbs
+        for prefix, t_key, bases in (("", "bench_ms", BASELINES),
+                                     ("graph_", "graph_ms", ("eager", "compile"))):
+            ms = _num(r.get(t_key))
+            for base in bases:
+                other = _num(by_name.get(base, {}).get(t_key))
+                if ms and other:
+                    r[f"{prefix}speedup_vs_{base}"] = other / ms
+    return rows

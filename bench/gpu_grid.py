@@ -17,18 +17,17 @@ A step is the forward plus ``loss.backward()``, ``input.grad`` None before it.
   The launch queue does not fill at that count, so it is the host's cost,
   unless ``host_syncs`` (``torch.cuda.set_sync_debug_mode`` saw a sync, e.g.
   mmdet's ``.item()`` per bin): then it includes device time.
-- ``bytes_per_elem``, ``step_mb``: ``step_bytes``, the least the step must move;
-  ``gb_s``/``graph_gb_s`` = those bytes over bench_ms/graph_ms, and ``*copy_pct``
-  their % of ``copy_gb_s`` (``copy_bandwidth``, measured at the start of the
-  run). Baselines get the same bytes: effective GB/s, not what they move.
+- ``bytes_per_elem``, ``step_mb``: ``step_bytes``; ``gb_s``/``graph_gb_s`` =
+  those bytes over bench_ms/graph_ms, ``*copy_pct`` their % of ``copy_gb_s``
+  (``copy_bandwidth``, measured at the start of the run). Baselines get the
+  same bytes: effective GB/s, not what they move.
 - ``speedup_vs_<b>``: b's bench_ms / this one (``graph_speedup_*`` from graph_ms);
   ``peak_extra_x_grad``: peak allocated in one step minus before, over grad
   bytes; ``warmup_s``: the first call (JIT, compile), outside every timing.
 
-Writes ``<out>/<device-slug>-grid.csv`` (appended case by case), ``-grid.md``
-(rewritten after each case) and ``-grid.png`` (when matplotlib imports). No
-work starts after ``--deadline-s``: compile rows give way first, then whole
-cases (the markdown lists them). ``--device cpu --quick`` is the CPU test
+Writes ``<out>/<device-slug>-grid.csv`` (appended), ``-grid.md`` (rewritten as
+it goes) and ``-grid.png`` (when matplotlib imports); ``main`` says in which
+order and how the deadline trims. ``--device cpu --quick`` is the CPU test
 vehicle: tiny shapes, the C++ ``cpu`` backend, perf_counter medians; no
 graphs, sync check or peak memory; host_us is then the whole step.
 """
@@ -49,14 +48,14 @@ from pathlib import Path
 import torch
 
 from ._case import Case, multilabel_inputs
-from ._grid_report import COLUMNS, fmt as _fmt, markdown, report_header, write_csv
+from ._grid_report import (BASELINES, COLUMNS, derive, fmt as _fmt, markdown,
+                           report_header, write_csv)
 from .run import device_name, git_commit, short_error, slug, triton_version
 
 LOSSES = ("focal_bce", "asl", "ghmc", "dice")
 SHAPES = ((262144, 270), (65536, 270))  # the large shape first: it is where kernels dominate
 QUICK_SHAPES = ((128, 270), (512, 270))
 DTYPES = (torch.float32, torch.bfloat16)
-BASELINES = ("eager", "compile", "anchor")
 # Read passes over (logits, target) of each fused step: focal BCE and ASL read once,
 # writing the gradient in that pass; GHM-C reads for its histogram, then for the loss
 # and gradient; dice for its column sums, then for the gradient.
@@ -219,40 +218,18 @@ def peak_x_grad(fn, inputs, device) -> float:
     return (torch.cuda.max_memory_allocated(device) - before) / (x.numel() * x.element_size())
 
 
-def _num(value):
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def blank_row(case: Case, cand, common: dict, copy_gbs: float, note: str = "") -> dict:
+    numel = math.prod(case.shape)
+    nbytes = step_bytes(case.loss, numel, torch.tensor([], dtype=case.dtype).element_size())
+    return dict(common, loss=case.loss, shape=case.shape_str, dtype=case.dtype_str,
+                candidate=cand.name, backend=cand.backend, step_bytes=nbytes,
+                bytes_per_elem=nbytes // numel, step_mb=nbytes / 1e6, copy_gb_s=copy_gbs,
+                note=note)
 
 
-def derive(rows: list, copy_gbs: float) -> list:
-    """Fill one case's GB/s, % of copy bandwidth and speed-up columns from its
-    ``bench_ms``, ``graph_ms`` and ``step_bytes`` (rows of one case only)."""
-    by_name = {r["candidate"]: r for r in rows}
-    for r in rows:
-        for t_key, g_key, p_key in (("bench_ms", "gb_s", "copy_pct"),
-                                    ("graph_ms", "graph_gb_s", "graph_copy_pct")):
-            ms = _num(r.get(t_key))
-            if ms:
-                gbs = r["step_bytes"] / (ms * 1e-3) / 1e9
-                r[g_key], r[p_key] = gbs, 100.0 * gbs / copy_gbs
-        for prefix, t_key, bases in (("", "bench_ms", BASELINES),
-                                     ("graph_", "graph_ms", ("eager", "compile"))):
-            ms = _num(r.get(t_key))
-            for base in bases:
-                other = _num(by_name.get(base, {}).get(t_key))
-                if ms and other:
-                    r[f"{prefix}speedup_vs_{base}"] = other / ms
-    return rows
-
-
-def run_case(case: Case, cands: list, device, copy_gbs: float, common: dict, deadline,
-             compile_ok) -> list:
-    """Measure every candidate of one case; a failure is noted in its row only."""
-    x_bytes = torch.tensor([], dtype=case.dtype).element_size()
-    nbytes = step_bytes(case.loss, math.prod(case.shape), x_bytes)
-    rows = [dict(common, loss=case.loss, shape=case.shape_str, dtype=case.dtype_str,
-                 candidate=c.name, backend=c.backend, step_bytes=nbytes,
-                 bytes_per_elem=nbytes // math.prod(case.shape), step_mb=nbytes / 1e6,
-                 copy_gb_s=copy_gbs, note="") for c in cands]
+def run_case(case: Case, cands: list, device, copy_gbs: float, common: dict) -> list:
+    """Measure each of ``cands`` on one case; a failure is noted in its row only."""
+    rows = [blank_row(case, c, common, copy_gbs) for c in cands]
     try:
         inputs = case.make_inputs()
     except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the case is lost, not the run
@@ -261,17 +238,12 @@ def run_case(case: Case, cands: list, device, copy_gbs: float, common: dict, dea
         return rows
     cuda = device.type == "cuda"
     for cand, row in zip(cands, rows):
-        if cand.name == "compile" and compile_ok() is not True:
-            row["note"] = f"skipped: {compile_ok()}"
-            continue
         stage = "warm-up"
         try:
             t0 = time.perf_counter()
             _step(cand.fn, inputs)  # compiles / JITs: outside every timing
             _sync(device)
             row["warmup_s"] = time.perf_counter() - t0
-            if cand.name == "compile":
-                deadline.compile_s.append(row["warmup_s"])
             stage = "do_bench"
             row["bench_ms"] = bench_ms(cand.fn, inputs, device)
             stage = "host"  # on a CPU the step is synchronous: a short check is enough
@@ -304,11 +276,10 @@ def run_case(case: Case, cands: list, device, copy_gbs: float, common: dict, dea
 
 
 class Deadline:
-    """When to stop starting work; compile and case costs are learnt as the run goes."""
+    """When to stop starting work, from the costs seen so far."""
 
     def __init__(self, seconds: float):
-        self.end = time.monotonic() + seconds
-        self.compile_s, self.case_s = [], []
+        self.end, self.case_s, self.compile_s = time.monotonic() + seconds, [], []
 
     def left(self) -> float:
         return self.end - time.monotonic()
@@ -317,21 +288,24 @@ class Deadline:
         return max(self.case_s[-3:], default=5.0)  # recent: the first cases carry Triton JIT
 
     def compile_estimate(self) -> float:
-        return self.compile_s[-1] if self.compile_s else 20.0  # the first one starts inductor
+        return (self.compile_s[-1] if self.compile_s else 20.0) + 2  # the first starts inductor
 
 
 def main(argv=None) -> int:
+    """Pass 1 measures every case without torch.compile; pass 2 adds compile rows, in
+    case order, while the deadline allows; the CSV gets each case's rows at the end
+    (``-grid.partial.csv`` holds pass 1's rows should the run be cut short)."""
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_grid",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--loss", action="append", choices=LOSSES, help="repeatable; default all")
-    parser.add_argument("--deadline-s", type=float, default=None,
-                        help="start no work after this many seconds (default 125 CUDA, 120 CPU)")
+    parser.add_argument("--deadline-s", type=float, default=125.0,
+                        help="start no work after this many seconds")
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile")
     args = parser.parse_args(argv)
-    deadline = Deadline(args.deadline_s or (125.0 if args.device.startswith("cuda") else 120.0))
+    deadline = Deadline(args.deadline_s)
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -343,56 +317,72 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = out / f"{slug(name)}-grid"
+    partial, md = base.with_suffix(".partial.csv"), base.with_suffix(".md")
+    partial.unlink(missing_ok=True)
     copy_gbs = copy_bandwidth(device)
     header = report_header(common, copy_gbs, device.type == "cuda", HOST_CALLS, HOST_TRIALS,
                            CPU_REPS)
     print("\n".join(header), flush=True)
-    work = [(loss, shape, dtype) for shape in (QUICK_SHAPES if args.quick else SHAPES)
-            for loss in (args.loss or LOSSES) for dtype in DTYPES]
-    all_rows, skipped = [], []
-    for k, (loss, shape, dtype) in enumerate(work, 1):
-        case = make_case(loss, shape, dtype, device)
-        if deadline.left() < deadline.case_estimate():
-            skipped.append(f"{loss} {case.shape_str} {case.dtype_str}")
-            continue
-        print(f"\n[{k}/{len(work)}] {loss} {case.shape_str} {case.dtype_str} "
-              f"({deadline.left():.0f} s left)", flush=True)
+    cases = [make_case(loss, shape, dtype, device)
+             for shape in (QUICK_SHAPES if args.quick else SHAPES)
+             for loss in (args.loss or LOSSES) for dtype in DTYPES]
+    done, skipped = [], []  # done: (case, its candidates, its rows)
 
-        def compile_ok(later=len(work) - k):
-            """True, or why not: time is kept for every later case first."""
-            if args.no_compile:
-                return "--no-compile"
-            spare = deadline.left() - later * deadline.case_estimate()
-            return spare > deadline.compile_estimate() or (
-                f"torch.compile (~{deadline.compile_estimate():.0f} s) would not fit the deadline")
-        t0 = time.monotonic()
-        try:
-            cands = candidates(loss, case)
-        except Exception as exc:  # noqa: BLE001
-            print(f"  ! candidates: {short_error(exc)}", flush=True)
-            cands = []
-        rows = run_case(case, cands, device, copy_gbs, common, deadline, compile_ok)
-        compile_s = sum(r.get("warmup_s") or 0 for r in rows if r["candidate"] == "compile")
-        deadline.case_s.append(time.monotonic() - t0 - compile_s)
+    def report(rows):
         for r in rows:
             print("  " + "  ".join(f"{key}={_fmt(r.get(key))}" for key in (
                 "candidate", "bench_ms", "graph_ms", "host_us", "host_syncs", "copy_pct",
                 "graph_copy_pct", "speedup_vs_compile", "note") if _fmt(r.get(key))), flush=True)
+        md.write_text(markdown([r for _, _, rs in done for r in rs], header, skipped))
+    for k, case in enumerate(cases, 1):
+        title = f"{case.loss} {case.shape_str} {case.dtype_str}"
+        if deadline.left() < deadline.case_estimate():
+            skipped.append(title)
+            continue
+        print(f"\n[{k}/{len(cases)}] {title} ({deadline.left():.0f} s left)", flush=True)
+        try:
+            cands = candidates(case.loss, case)
+        except Exception as exc:  # noqa: BLE001
+            print(f"  ! candidates: {short_error(exc)}", flush=True)
+            cands = []
+        t0 = time.monotonic()
+        rows = run_case(case, [c for c in cands if c.name != "compile"], device, copy_gbs, common)
+        deadline.case_s.append(time.monotonic() - t0)
+        done.append((case, cands, rows))
+        write_csv(partial, rows)
+        report(rows)
+    for case, cands, rows in done:
+        for cand in (c for c in cands if c.name == "compile"):
+            why = "--no-compile" if args.no_compile else (
+                deadline.left() < deadline.compile_estimate() and
+                f"torch.compile (~{deadline.compile_estimate():.0f} s) would not fit the deadline")
+            if why:
+                rows.append(blank_row(case, cand, common, copy_gbs, f"skipped: {why}"))
+                continue
+            print(f"\n[compile] {case.loss} {case.shape_str} {case.dtype_str} "
+                  f"({deadline.left():.0f} s left)", flush=True)
+            rows += run_case(case, [cand], device, copy_gbs, common)
+            deadline.compile_s.append(rows[-1].get("warmup_s") or 0.0)
+            report(rows[-1:])
+        order = [c.name for c in cands]
+        rows.sort(key=lambda r: order.index(r["candidate"]))
+        derive(rows, copy_gbs)
+    for _, _, rows in done:
         write_csv(base.with_suffix(".csv"), rows)
-        all_rows.extend(rows)
-        base.with_suffix(".md").write_text(markdown(all_rows, header, skipped))
-    base.with_suffix(".md").write_text(markdown(all_rows, header, skipped))
-    print(f"\nwrote {len(all_rows)} rows to {base.with_suffix('.csv')} and "
-          f"{base.with_suffix('.md')}; skipped {len(skipped)} cases", flush=True)
+    partial.unlink(missing_ok=True)
+    all_rows = [r for _, _, rows in done for r in rows]
+    md.write_text(markdown(all_rows, header, skipped))
+    print(f"\nwrote {len(all_rows)} rows to {base.with_suffix('.csv')} and {md}; "
+          f"skipped {len(skipped)} cases", flush=True)
     try:  # the chart is optional
         from . import plot
-        png = base.with_suffix(".png")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an empty memory panel on a CPU
             drawn = all_rows and plot.draw([{k: _fmt(r.get(k)) for k in COLUMNS}
-                                            for r in all_rows], png, f"{name} | torch "
-                                           f"{common['torch']} | {stamp} | {common['commit']}")
-        print(f"chart: {png}" if drawn else "chart skipped: no rows or no matplotlib")
+                                            for r in all_rows], base.with_suffix(".png"),
+                                           f"{name} | torch {common['torch']} | {stamp} | "
+                                           f"{common['commit']}")
+        print(f"chart: {base.with_suffix('.png')}" if drawn else "chart skipped")
     except Exception as exc:  # noqa: BLE001
         print(f"chart failed: {short_error(exc)}")
     return 0

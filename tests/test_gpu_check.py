@@ -178,10 +178,47 @@ def test_failing_candidate_is_noted_and_the_grid_goes_on(tmp_path, monkeypatch):
         return cands
     monkeypatch.setattr(gpu_grid, "candidates", with_broken)
     case = gpu_grid.make_case("focal_bce", (64, 270), torch.float32, "cpu")
-    rows = gpu_grid.run_case(case, with_broken("focal_bce", case), torch.device("cpu"), 10.0,
-                             {}, gpu_grid.Deadline(60), lambda: "--no-compile")
+    cands = [c for c in with_broken("focal_bce", case) if c.name != "compile"]
+    rows = gpu_grid.run_case(case, cands, torch.device("cpu"), 10.0, {})
     assert rows[0]["note"] == "warm-up: RuntimeError: CUDA error: an illegal memory access"
     assert "bench_ms" not in rows[0] and rows[1]["bench_ms"] > 0  # eager still measured
+
+
+def _cheap_compile(monkeypatch):
+    """The compile candidate runs the eager reference: pass 2 without inductor's minutes."""
+    real = gpu_grid.candidates
+
+    def cands(loss, case):
+        out = real(loss, case)
+        eager = next(c for c in out if c.name == "eager")
+        return [type(c)(c.name, c.backend, eager.fn) if c.name == "compile" else c for c in out]
+    monkeypatch.setattr(gpu_grid, "candidates", cands)
+
+
+def test_grid_adds_compile_rows_in_a_second_pass(tmp_path, monkeypatch, one_thread):
+    _cheap_compile(monkeypatch)
+    assert gpu_grid.main(["--device", "cpu", "--quick", "--out", str(tmp_path), "--loss",
+                          "dice", "--deadline-s", "60"]) == 0
+    rows, _ = _read(next(tmp_path.glob("*-grid.csv")))
+    assert [r["candidate"] for r in rows[:4]] == ["fused-cpu", "eager", "compile", "anchor"]
+    for r in rows:
+        assert r["note"] == "" and float(r["bench_ms"]) > 0, r
+        assert float(r["speedup_vs_compile"]) > 0  # every row has a compile time to compare
+    assert not list(tmp_path.glob("*.partial.csv"))
+
+
+def test_grid_drops_compile_rows_first_at_the_deadline(tmp_path, monkeypatch, one_thread):
+    _cheap_compile(monkeypatch)
+    monkeypatch.setattr(gpu_grid.Deadline, "compile_estimate", lambda self: 1e6)
+    assert gpu_grid.main(["--device", "cpu", "--quick", "--out", str(tmp_path), "--loss",
+                          "dice", "--deadline-s", "60"]) == 0
+    rows, _ = _read(next(tmp_path.glob("*-grid.csv")))
+    assert len(rows) == 2 * 2 * 4  # every case measured
+    for r in rows:
+        if r["candidate"] == "compile":
+            assert r["note"].startswith("skipped: torch.compile") and r["bench_ms"] == ""
+        else:
+            assert float(r["bench_ms"]) > 0 and r["speedup_vs_compile"] == ""
 
 
 # --- ncu ----------------------------------------------------------------------------
