@@ -60,11 +60,13 @@ DTYPES = (torch.float32, torch.bfloat16)
 # writing the gradient in that pass; GHM-C reads for its histogram, then for the loss
 # and gradient; dice for its column sums, then for the gradient.
 READ_PASSES = {"focal_bce": 1, "asl": 1, "ghmc": 2, "dice": 2}
-# Budget arithmetic (H200): do_bench at most ~(5 + 25 ms + 80 ms worth) calls per
-# candidate, <= 0.3 s even for eager at 262144 rows (~10 ms a step); graphs 4 warm-up
-# + REPLAYS replays; host 3 x 8 steps. About 1-3 s a case without compile, 16 cases
-# ~30 s, plus Triton JIT of ~8 kernels (~20 s, less when the tests stage cached them)
-# and ~4-8 s per torch.compile (16 graphs: fwd + bwd), which the deadline trims.
+# Budget arithmetic (H200, 125 s deadline): per candidate do_bench runs ~5 + 25 ms + 80 ms
+# worth of steps (<= 0.3 s even for eager at 262144 rows, ~10 ms a step), the graph
+# 4 warm-ups + REPLAYS replays, host 3 x 8 steps (0.25 s at 10 ms), plus one step each
+# for the sync check and peak memory: 1-3 s a case, 16 cases ~30 s, plus Triton JIT of
+# ~8 kernels (~20 s, less when the tests stage cached them): pass 1 ~50 s. Pass 2 has
+# the ~65 s left for torch.compile: ~20 s for the first (inductor starts), ~4-8 s each
+# after, so most of the 16 compile rows; the deadline drops the rest, last cases first.
 BENCH_WARMUP_MS, BENCH_REP_MS = 25, 80
 REPLAYS, HOST_CALLS, HOST_TRIALS, CPU_REPS = 20, 8, 3, 3
 
