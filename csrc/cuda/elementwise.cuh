@@ -343,7 +343,6 @@ bool vector_ok(const LaunchArgs<Options>& a) {
 // A loss on this skeleton: its Forward or Backward pass.
 template <class Loss>
 void run(const LaunchArgs<typename Loss::Options>& a, Pass pass, void* stream) {
-  using Args = LaunchArgs<typename Loss::Options>;
   const char* stem = Stem<typename Loss::Options>::value;
   const typename Loss::Consts c = Loss::consts(a);
   const OpsKind kind = ops_kind(a);
@@ -364,11 +363,22 @@ void run(const LaunchArgs<typename Loss::Options>& a, Pass pass, void* stream) {
     constexpr Mode M = decltype(m)::value;
     Walk wv = w;
     wv.vector = vector_ok<vec_width<Plan, TIn, TT>(), TIn, TT>(a);
-    constexpr auto kernel = M == Mode::Reduce ? _elementwise_fwd_kernel<Loss, Plan, TIn, TT>
-                            : M == Mode::None ? _elementwise_none_kernel<Loss, Plan, TIn, TT>
-                                              : _elementwise_bwd_kernel<Loss, Plan, TIn, TT>;
-    const auto grid = static_cast<unsigned>(launch::wave_grid<kernel>(w.n_chunks, kBlock));
-    kernel<<<grid, kBlock, 0, s>>>(a, c, wv, sc);
+    // if constexpr, not a ?: of the three: naming a kernel instantiates it.
+    auto go = [&](auto kernel_tag) {
+      constexpr auto kernel = decltype(kernel_tag)::value;
+      const auto grid = static_cast<unsigned>(launch::wave_grid<kernel>(w.n_chunks, kBlock));
+      kernel<<<grid, kBlock, 0, s>>>(a, c, wv, sc);
+    };
+    if constexpr (M == Mode::Reduce) {
+      go(std::integral_constant<decltype(&_elementwise_fwd_kernel<Loss, Plan, TIn, TT>),
+                                &_elementwise_fwd_kernel<Loss, Plan, TIn, TT>>{});
+    } else if constexpr (M == Mode::None) {
+      go(std::integral_constant<decltype(&_elementwise_none_kernel<Loss, Plan, TIn, TT>),
+                                &_elementwise_none_kernel<Loss, Plan, TIn, TT>>{});
+    } else {
+      go(std::integral_constant<decltype(&_elementwise_bwd_kernel<Loss, Plan, TIn, TT>),
+                                &_elementwise_bwd_kernel<Loss, Plan, TIn, TT>>{});
+    }
   };
   using Red = std::integral_constant<Mode, Mode::Reduce>;
   if (pass == Pass::Backward) {
@@ -392,13 +402,17 @@ void run(const LaunchArgs<typename Loss::Options>& a, Pass pass, void* stream) {
   forward(a, stem, "_elementwise_fwd_kernel", w.n_chunks, r, s, [&](auto in, auto tt) {
     if (!a.reduce) {
       issue(General<Strided>{}, std::integral_constant<Mode, Mode::None>{}, in, tt);
-    } else if (kind == OpsKind::Uniform) {
-      issue(General<Uniform>{}, Red{}, in, tt);
+    } else if constexpr (vec_width<General<Uniform>, float, typename decltype(tt)::type>() > 1) {
+      // Common target types only: the rest share the strided kernel (compile time).
+      if (kind == OpsKind::Uniform) {
+        issue(General<Uniform>{}, Red{}, in, tt);
+      } else {
+        issue(General<Strided>{}, Red{}, in, tt);
+      }
     } else {
       issue(General<Strided>{}, Red{}, in, tt);
     }
   });
-  static_cast<void>(sizeof(Args));
 }
 
 }  // namespace elementwise
