@@ -28,7 +28,7 @@ def _triton_cases():
         values.update(over)
         return spec.encode(values)
 
-    def forward(pointers, sizes, flags, divisor="numel"):
+    def forward(pointers, sizes, flags, divisor="numel", x=x):
         # Exactly the launch of _launch.elementwise_forward, reduction="mean" with a gradient.
         *_, args, constexprs, _, _ = forward_plan(x, pointers, sizes, flags, "mean", True,
                                                   divisor)
@@ -44,6 +44,21 @@ def _triton_cases():
     p, s, f = asl._launch_args(x, t, None, pw, options(ASL))
     cases.append(("asl_fwd", asl._asl_kernel, *forward(p, s, f), True,
                   "fp32 x, bool t, pos_weight[C], defaults (g+1 g-4 clip .05), mean+grad"))
+    # Unbudgeted variants: float 0/1 targets (a per-tile hard test, both paths in
+    # the loop body: a static count of both), bf16 logits with bool targets.
+    tf = torch.empty(R, C, **meta)
+    xb = torch.empty(R, C, dtype=torch.bfloat16, **meta)
+    p, s, f, _ = focal_bce._launch_args(x, tf, None, pw, None,
+                                        options(FOCAL, gamma=2.0, alpha=0.25))
+    cases.append(("focal_bce float_t fwd", focal_bce._focal_bce_kernel, *forward(p, s, f), False,
+                  "fp32 x, fp32 t (hard and soft paths), pos_weight[C], alpha=.25, gamma=2"))
+    p, s, f, _ = focal_bce._launch_args(xb, t, None, pw, None,
+                                        options(FOCAL, gamma=2.0, alpha=0.25))
+    cases.append(("focal_bce bf16 fwd", focal_bce._focal_bce_kernel, *forward(p, s, f, x=xb),
+                  False, "bf16 x, bool t, pos_weight[C], alpha=0.25, gamma=2, mean+grad"))
+    p, s, f = asl._launch_args(x, tf, None, pw, options(ASL))
+    cases.append(("asl float_t fwd", asl._asl_kernel, *forward(p, s, f), False,
+                  "fp32 x, fp32 t (hard and soft paths), pos_weight[C], defaults"))
     cases.append(("scale_grad", _scale._scale_grad_kernel, [x, torch.empty(1, **meta), x.numel()],
                   dict(BLOCK=_scale.BLOCK), _scale.NUM_WARPS, False, "fp32 grad"))
     return cases

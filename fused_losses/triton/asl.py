@@ -33,10 +33,10 @@ from ._reduce import finish_program, store_tile
 
 
 @triton.jit
-def asl_hard(x, one, wp, wn, gamma_pos, gamma_neg, clip, log_eps, GP: tl.constexpr,
+def asl_hard(x, one, wp, wn, gscale, gamma_pos, gamma_neg, clip, log_eps, GP: tl.constexpr,
              GN: tl.constexpr, CLIP: tl.constexpr, POS_EPS: tl.constexpr,
              NEG_EPS: tl.constexpr, DETACH: tl.constexpr):
-    """``(loss, d loss/dx)`` for hard targets (``one``: t = 1), weights wp/wn.
+    """``(loss, gscale·d loss/dx)`` for hard targets (``one``: t = 1), weights wp/wn.
 
     Positives: -wp·σ(-x)^γ₊·max(log σ(x), log eps). Negatives, d = max(σ(x) - clip, 0):
     -wn·d^γ₋·log p_m, p_m = 1 - d; log p_m = log1p(-d) while d < 1/2, else
@@ -49,7 +49,7 @@ def asl_hard(x, one, wp, wn, gamma_pos, gamma_neg, clip, log_eps, GP: tl.constex
         d = tl.where(diff < 0.0, 0.0, diff)
         near = d < 0.5
         pm = s_n + clip  # = 1 - d: to 6e-8, but not relatively for d -> 0
-        l = log1p_mid(tl.where(one, e, -tl.minimum(d, 0.5)))
+        l = log1p_mid(tl.where(one, e, -d))  # only used (and accurate) while d < 1/2
         lg = tl.where(one, -(tl.maximum(-x, 0.0) + l), tl.where(near, l, log_unit(pm, False)))
         # d lg/dx: σ(-x) for positives, -σ(x)σ(-x)/p_m for negatives (0 below the clip).
         dlg = tl.where(one, s_n, tl.where(diff >= 0.0, -(s_p * s_n) * fast_rcp(pm), 0.0))
@@ -75,8 +75,8 @@ def asl_hard(x, one, wp, wn, gamma_pos, gamma_neg, clip, log_eps, GP: tl.constex
             log_d = -(tl.maximum(-x, 0.0) + l)
         log_b = tl.where(one, -(tl.maximum(x, 0.0) + l), log_d)
     f = tl.where(one, pow_log(b, log_b, gamma_pos, GP), pow_log(b, log_b, gamma_neg, GN))
-    wlg = -tl.where(one, wp, wn) * lg
-    grad = -tl.where(one, wp, wn) * f * dlg
+    wf = tl.where(one, wp, wn) * f
+    grad = wf * (dlg * -gscale)
     if not DETACH:
         # d f/dx = γ_t·f·d log b/dx: -σ(x) for positives, σ(x)σ(-x)/d for negatives.
         if CLIP:
@@ -84,8 +84,8 @@ def asl_hard(x, one, wp, wn, gamma_pos, gamma_neg, clip, log_eps, GP: tl.constex
         else:
             dlog_b = s_n
         gam = tl.where(one, gamma_pos, gamma_neg)
-        grad += wlg * gam * f * tl.where(one, -s_p, dlog_b)
-    return wlg * f, grad
+        grad += (wf * -lg) * gam * gscale * tl.where(one, -s_p, dlog_b)
+    return wf * -lg, grad
 
 
 @triton.jit
@@ -162,11 +162,14 @@ def _asl_kernel(x_ptr, t_ptr, w_ptr, pw_ptr, out_ptr, grad_ptr, part_ptr, scale_
     if PW_F:
         pw = tl.cast(pos_weight, tl.float32)
     w = operand_scalar(w_ptr, W_MODE)
+    # The forward's gradient carries a mean's 1/numel; ``none`` and its backward do not.
+    gscale = tl.cast(grad_scale, tl.float32) if REDUCE else 1.0
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     cnt = tl.zeros([BLOCK], dtype=tl.int32)
     for i in range(tiles):
         start = first + i * BLOCK
-        x, t_raw, lane, mask = load_tile(x_ptr, t_ptr, start, numel, BLOCK)
+        x, t_raw, lane, mask = load_tile(x_ptr, t_ptr, start, numel, BLOCK,
+                                         float("-inf") if TARGETS == 0 else 0.0)
         col = wrap_col(c0 + jc, C)
         c0 = wrap_col(c0 + step, C).to(tl.int32)
         pw_v = operand_tile(pw_ptr, pw, col, start, C, inv_c, pw_sr, pw_sc, mask, PW_MODE,
@@ -174,24 +177,27 @@ def _asl_kernel(x_ptr, t_ptr, w_ptr, pw_ptr, out_ptr, grad_ptr, part_ptr, scale_
         w_v = operand_tile(w_ptr, w, col, start, C, inv_c, w_sr, w_sc, mask, W_MODE, SMALL_C,
                            BLOCK)
         if TARGETS == 0:
-            loss, grad = asl_hard(x, t_raw != 0, pw_v * w_v, w_v, gamma_pos, gamma_neg, clip,
-                                  log_eps, GP, GN, CLIP, POS_EPS, NEG_EPS, DETACH)
+            loss, grad = asl_hard(x, t_raw != 0, pw_v * w_v, w_v, gscale, gamma_pos, gamma_neg,
+                                  clip, log_eps, GP, GN, CLIP, POS_EPS, NEG_EPS, DETACH)
         else:
             t = t_raw.to(tl.float32)
             if TARGETS == 2:
                 t = t * (1.0 - smoothing) + 0.5 * smoothing
                 loss, grad = asl_soft(x, t, pw_v, w_v, gamma_pos, gamma_neg, clip, log_eps,
                                       CLIP, POS_EPS, NEG_EPS, GP != 0 or GN != 0, DETACH)
+                grad = grad * gscale
             elif all_hard(t):
-                loss, grad = asl_hard(x, t > 0.5, pw_v * w_v, w_v, gamma_pos, gamma_neg, clip,
-                                      log_eps, GP, GN, CLIP, POS_EPS, NEG_EPS, DETACH)
+                loss, grad = asl_hard(x, t > 0.5, pw_v * w_v, w_v, gscale, gamma_pos, gamma_neg,
+                                      clip, log_eps, GP, GN, CLIP, POS_EPS, NEG_EPS, DETACH)
             else:
                 loss, grad = asl_soft(x, t, pw_v, w_v, gamma_pos, gamma_neg, clip, log_eps,
                                       CLIP, POS_EPS, NEG_EPS, GP != 0 or GN != 0, DETACH)
-        loss = tl.where(mask, loss, 0.0)
+                grad = grad * gscale
+        if TARGETS != 0:  # hard targets: padding (x = -inf, t = 0) gives a loss of 0 already
+            loss = tl.where(mask, loss, 0.0)
         acc += loss
         store_tile(lane, mask, loss, grad, out_ptr + start, grad_ptr + start, gout_ptr + start,
-                   grad_scale, REDUCE, WRITE_GRAD, BACKWARD)
+                   1.0, REDUCE, WRITE_GRAD, BACKWARD)
     finish_program(pid, acc, cnt, part_ptr, out_ptr, scale_ptr, numel, REDUCE, BACKWARD, COUNT,
                    FINAL, MEAN)
 

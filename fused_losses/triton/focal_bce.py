@@ -104,7 +104,8 @@ def _focal_bce_kernel(x_ptr, t_ptr, a_ptr, pw_ptr, w_ptr, out_ptr, grad_ptr, par
     cnt = tl.zeros([BLOCK], dtype=tl.int32)
     for i in range(tiles):
         start = first + i * BLOCK
-        x, t_raw, lane, mask = load_tile(x_ptr, t_ptr, start, numel, BLOCK)
+        x, t_raw, lane, mask = load_tile(x_ptr, t_ptr, start, numel, BLOCK,
+                                         float("-inf") if TARGETS == 0 else 0.0)
         col = wrap_col(c0 + jc, C)
         c0 = wrap_col(c0 + step, C).to(tl.int32)
         a_v = operand_tile(a_ptr, a, col, start, C, inv_c, a_sr, a_sc, mask, A_MODE, SMALL_C, BLOCK)
@@ -136,9 +137,10 @@ def _focal_bce_kernel(x_ptr, t_ptr, a_ptr, pw_ptr, w_ptr, out_ptr, grad_ptr, par
                 loss, grad = focal_hard(x, t > 0.5, wp, wn, gamma, G)
             else:
                 loss, grad = focal_soft(x, t, pw_v, w_t, gamma, G)
-        loss = tl.where(keep, loss, 0.0)
         if HAS_IGNORE:
             grad = tl.where(keep, grad, 0.0)
+        if HAS_IGNORE or TARGETS != 0:  # hard padding (x = -inf, t = 0) has a loss of 0
+            loss = tl.where(keep, loss, 0.0)
         acc += loss
         if COUNT:
             cnt += keep.to(tl.int32)
