@@ -59,8 +59,10 @@ def _triton_cases():
     p, s, f = asl._launch_args(x, tf, None, pw, options(ASL))
     cases.append(("asl float_t fwd", asl._asl_kernel, *forward(p, s, f), False,
                   "fp32 x, fp32 t (hard and soft paths), pos_weight[C], defaults"))
-    cases.append(("scale_grad", _scale._scale_grad_kernel, [x, torch.empty(1, **meta), x.numel()],
-                  dict(BLOCK=_scale.BLOCK), _scale.NUM_WARPS, False, "fp32 grad"))
+    one = torch.empty((), **meta)
+    cases.append(("scale_grad", _scale._scale_grad_kernel, [x, one, one, x.numel()],
+                  dict(BLOCK=_scale.BLOCK), _scale.NUM_WARPS, False,
+                  "fp32 grad, fp32 grad_output and scale"))
     return cases
 
 

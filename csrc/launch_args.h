@@ -113,9 +113,10 @@ FUSED_LOSSES_FOR_EACH_LOSS(FUSED_LOSSES_DECLARE_KERNELS)
 #undef FUSED_LOSSES_DECLARE_KERNELS
 
 // The backward of every (loss, grad, scale) op on CUDA (csrc/cuda/scale.cu):
-// grad[0..numel) *= *factor in place, or nothing when *factor == 1, decided
-// on the device (no host sync, so it is safe inside CUDA-graph capture).
-void cuda_scale_grad(void* grad, DType dtype, int64_t numel, const float* factor,
-                     void* stream);
+// grad[0..numel) *= f in place with f = *grad_output * *scale (grad_output one
+// element of dtype gout_dtype, scale one float), or nothing when f == 1,
+// decided on the device (no host sync, so it is safe inside CUDA-graph capture).
+void cuda_scale_grad(void* grad, DType dtype, int64_t numel, const void* grad_output,
+                     DType gout_dtype, const float* scale, void* stream);
 
 }  // namespace fused_losses

@@ -47,7 +47,7 @@ def register_fused_autograd(fwd_op: str, bwd_op, n_tensor_options: int):
             grad_input = bwd_op(grad_loss, input, target, *tensors, *ctx.scalars)
         else:
             grad, scale = ctx.saved_tensors
-            grad_input = _scale_saved_grad(grad, grad_loss * scale)
+            grad_input = _scale_saved_grad(grad, grad_loss, scale)
         return (grad_input,) + (None,) * (ctx.n_inputs - 1)
 
     return attach_autograd(fwd_op, setup_context, backward)
@@ -95,8 +95,9 @@ def attach_autograd(fwd_op: str, setup_context, backward):
 _below_autograd = getattr(torch._C, "_AutoDispatchBelowAutograd", contextlib.nullcontext)
 
 
-def _scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """The forward's gradient times ``factor``, in place when running eagerly.
+def _scale_saved_grad(grad: torch.Tensor, grad_output: torch.Tensor,
+                      scale: torch.Tensor) -> torch.Tensor:
+    """The forward's gradient times ``grad_output·scale``, in place when running eagerly.
 
     In place keeps the peak at one gradient-sized tensor. It is safe: the
     buffer is private to this node, autograd frees it after this backward, and
@@ -106,26 +107,32 @@ def _scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
     A factor of exactly 1 (a plain ``loss.backward()`` of a loss whose forward
     already divided by its mean) skips the pass, which is exact (x·1 changes
-    no bit): on the CPU by reading the host scalar (no sync there); on a GPU
-    inside the shared scale kernel, which reads the factor on the device and
-    returns at once (no host sync, so CUDA graphs capture it): the C++ CUDA
-    kernel when built, else the Triton one.
+    no bit): on the CPU by reading the host scalars (no sync there); on a GPU
+    inside the shared scale kernel, which forms the fp32 factor from the two
+    one-element tensors on the device and returns at once (one launch, no host
+    sync, so CUDA graphs capture it): the C++ CUDA kernel when built, else the
+    Triton one.
     """
     if type(grad) is not torch.Tensor:
-        return grad * factor
+        return grad * (grad_output * scale)
     if grad.device.type == "cpu":
+        factor = grad_output * scale
         if factor.numel() == 1 and factor.item() == 1.0:
             return _written(grad)
         return grad.mul_(factor)
-    if grad.device.type == "cuda" and grad.is_contiguous() and factor.numel() == 1:
-        factor = factor.reshape(()).to(torch.float32)
+    if (grad.device.type == "cuda" and grad.is_contiguous() and grad_output.numel() == 1
+            and grad_output.dtype in _SCALE_DTYPES and scale.numel() == 1):
+        grad_output, scale = grad_output.reshape(()), scale.reshape(())
         if _backend._EXT_HAS_CUDA:
-            torch.ops.fused_losses.scale_grad_(grad, factor)
+            torch.ops.fused_losses.scale_grad_(grad, grad_output, scale)
             return _written(grad)
         if _backend._TRITON_PROBLEM is None:
             from ..triton._scale import scale_grad_
-            return _written(scale_grad_(grad, factor))
-    return grad.mul_(factor)
+            return _written(scale_grad_(grad, grad_output, scale))
+    return grad.mul_(grad_output * scale)
+
+
+_SCALE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _written(grad: torch.Tensor) -> torch.Tensor:

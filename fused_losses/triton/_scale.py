@@ -1,6 +1,6 @@
 """The shared backward of the (loss, grad, scale) ops on a GPU without the C++
-CUDA kernels: ``grad *= factor`` in place, skipped on the device when the
-factor is exactly 1 (a plain ``loss.backward()`` of a mean or a sum), which
+CUDA kernels: ``grad *= grad_output·scale`` in place, the factor formed in
+the kernel (no separate multiply launch), skipped on the device when it is exactly 1 (a plain ``loss.backward()`` of a mean or a sum), which
 is exact (x·1 changes no bit) and needs no host sync. The CUDA twin is
 ``csrc/cuda/scale.cu``.
 """
@@ -15,8 +15,8 @@ NUM_WARPS = 4
 
 
 @triton.jit
-def _scale_grad_kernel(grad_ptr, factor_ptr, numel, BLOCK: tl.constexpr):
-    f = tl.load(factor_ptr)
+def _scale_grad_kernel(grad_ptr, gout_ptr, scale_ptr, numel, BLOCK: tl.constexpr):
+    f = tl.load(gout_ptr).to(tl.float32) * tl.load(scale_ptr)
     if f != 1.0:
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < numel
@@ -24,16 +24,25 @@ def _scale_grad_kernel(grad_ptr, factor_ptr, numel, BLOCK: tl.constexpr):
         tl.store(grad_ptr + offs, (g.to(tl.float32) * f).to(g.dtype), mask=mask)
 
 
-def scale_grad_(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """``grad`` (contiguous, floating) times the one-element float32 ``factor``,
-    in place; returns ``grad``."""
+def _check_scalar(name: str, t: torch.Tensor, grad: torch.Tensor, dtypes) -> None:
+    if t.numel() != 1 or t.dtype not in dtypes or t.device != grad.device:
+        kinds = "/".join(str(d).replace("torch.", "") for d in dtypes)
+        raise ValueError(f"scale_grad_ needs a one-element {kinds} {name} on {grad.device}, "
+                         f"got {t.dtype} of shape {tuple(t.shape)} on {t.device}")
+
+
+def scale_grad_(grad: torch.Tensor, grad_output: torch.Tensor,
+                scale: torch.Tensor) -> torch.Tensor:
+    """``grad`` (contiguous, floating) times ``grad_output·scale`` in place, the
+    product taken in fp32 of the one-element ``grad_output`` (fp32/fp16/bf16)
+    and ``scale`` (fp32); returns ``grad``."""
     if not (grad.is_contiguous() and grad.is_floating_point()):
         raise ValueError(f"scale_grad_ needs a contiguous floating grad, got {grad.dtype}")
-    if factor.numel() != 1 or factor.dtype != torch.float32 or factor.device != grad.device:
-        raise ValueError(f"scale_grad_ needs a one-element float32 factor on {grad.device}, "
-                         f"got {factor.dtype} of shape {tuple(factor.shape)} on {factor.device}")
+    _check_scalar("grad_output", grad_output, grad,
+                  (torch.float32, torch.float16, torch.bfloat16))
+    _check_scalar("scale", scale, grad, (torch.float32,))
     numel = grad.numel()
     if numel:
-        _scale_grad_kernel[(triton.cdiv(numel, BLOCK),)](grad, factor, numel, BLOCK=BLOCK,
-                                                         num_warps=NUM_WARPS)
+        _scale_grad_kernel[(triton.cdiv(numel, BLOCK),)](grad, grad_output, scale, numel,
+                                                         BLOCK=BLOCK, num_warps=NUM_WARPS)
     return grad
