@@ -265,7 +265,8 @@ def drive(plan_path: Path, dtypes: list, device: str = "cuda", shape=SHAPE,
             scales.append(("triton", scale_grad_))
         for (backend, op), factor in [(s, two) for s in scales] + [(s, one) for s in scales[:1]]:
             f = float(factor)
-            windows.append((lambda op=op, factor=factor: op(grad, factor), dict(
+            # scale_grad_(grad, grad_output, scale): the factor is their product.
+            windows.append((lambda op=op, factor=factor: op(grad, factor, one), dict(
                 label=f"scale_grad x{f:g} {backend} {name}", kind="scale", loss="",
                 backend=backend, dtype=name, numel=numel,
                 model_b_per_elem=2 * size if f != 1.0 else 0)))
