@@ -38,6 +38,7 @@ SMS, SCHEDULERS, CLOCK_GHZ, HBM_TBS = 132, 4, 1.98, 4.3
 SHAPE = (262144, 270)
 BYTES_PER_ELEM = 9  # fp32 logits (4) + bool targets (1) read, fp32 gradient (4) written
 BUDGET_INSTR, BUDGET_SPILLS = 70, 0
+BUDGETED_PER_BACKEND = 2  # the focal BCE and ASL forwards
 
 
 _INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
@@ -250,7 +251,16 @@ def main(argv=None) -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(text)
     over = any(r.over_budget() for r in rows)
-    return 1 if args.strict and (over or errors) else 0
+    # --strict also fails when a budgeted kernel went missing (renamed, or its
+    # case no longer built): focal BCE and ASL forwards on each backend checked.
+    missing = [f"{b}: {n} budgeted kernel(s), expected {BUDGETED_PER_BACKEND}"
+               for b in (("triton", "cuda") if args.backend == "all" else (args.backend,))
+               if not args.only
+               for n in [sum(r.budgeted and r.backend == b for r in rows)]
+               if n != BUDGETED_PER_BACKEND]
+    for m in missing:
+        print(f"MISSING: {m}", file=sys.stderr)
+    return 1 if args.strict and (over or errors or missing) else 0
 
 
 if __name__ == "__main__":
