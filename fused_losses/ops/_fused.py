@@ -116,10 +116,13 @@ def _scale_saved_grad(grad: torch.Tensor, grad_output: torch.Tensor,
     if type(grad) is not torch.Tensor:
         return grad * (grad_output * scale)
     if grad.device.type == "cpu":
-        factor = grad_output * scale
-        if factor.numel() == 1 and factor.item() == 1.0:
+        # Host scalars: the exact product of two fp32 values, in a Python float.
+        # Where it is not exactly 1 but rounds to an fp32 1, the multiply below
+        # is by 1 and changes no bit either.
+        if (grad_output.numel() == 1 and scale.numel() == 1
+                and grad_output.item() * scale.item() == 1.0):
             return _written(grad)
-        return grad.mul_(factor)
+        return grad.mul_(grad_output * scale)
     if (grad.device.type == "cuda" and grad.is_contiguous() and grad_output.numel() == 1
             and grad_output.dtype in _SCALE_DTYPES and scale.numel() == 1):
         grad_output, scale = grad_output.reshape(()), scale.reshape(())
