@@ -59,11 +59,49 @@ def _triton_cases():
     p, s, f = asl._launch_args(x, tf, None, pw, options(ASL))
     cases.append(("asl float_t fwd", asl._asl_kernel, *forward(p, s, f), False,
                   "fp32 x, fp32 t (hard and soft paths), pos_weight[C], defaults"))
+    cases += _ghmc_dice_cases(x, t, options, forward)
     one = torch.empty((), **meta)
     cases.append(("scale_grad", _scale._scale_grad_kernel, [x, one, one, x.numel()],
                   dict(BLOCK=_scale.BLOCK), _scale.NUM_WARPS, False,
                   "fp32 grad, fp32 grad_output and scale"))
     return cases
+
+
+def _ghmc_dice_cases(x, t, options, forward):
+    """GHM-C's two passes and dice's two (unbudgeted, issue #13): fp32 x, bool t,
+    built by the launchers' own plans."""
+    import torch
+    from fused_losses.spec.dice import SPEC as DICE
+    from fused_losses.spec.ghmc import SPEC as GHMC
+    from fused_losses.triton import dice, ghmc
+
+    cases = []
+    o = options(GHMC)
+    _, _, args, ce = ghmc.hist_plan(x, t, None, o)
+    ce = dict(ce)
+    nw = ce.pop("num_warps")
+    cases.append(("ghmc_hist", ghmc._ghmc_hist_kernel, list(args), ce, nw, False,
+                  "fp32 x, bool t, bins=10 (2 packed count words), no label_weight"))
+    w = torch.empty(10, dtype=torch.float32, device="meta")
+    p, s, f = ghmc._launch_args(x, t, None, w)
+    cases.append(("ghmc_fwd", ghmc._ghmc_kernel, *forward(p, s + ghmc._bins(o), f, None), False,
+                  "fp32 x, bool t, bins=10, no label_weight, mean+grad"))
+    o = options(DICE)
+    _, _, args, ce = dice.sums_plan(x, t, o)
+    cases.append(("dice_sums", dice._dice_fwd_kernel, list(args), _tile(ce), ce["num_warps"],
+                  False, "fp32 x, bool t, defaults (alpha 0, k 1), column sums"))
+    sums = torch.empty(3, x.shape[1], device="meta")
+    _, _, args, ce = dice.grad_plan(torch.empty((), device="meta"), x, t, sums, o, "mean")
+    cases.append(("dice_grad", dice._dice_bwd_kernel, list(args), _tile(ce), ce["num_warps"],
+                  False, "fp32 x, bool t, defaults (alpha 0, k 1), mean"))
+    return cases
+
+
+def _tile(constexprs):
+    """The kernel's constexprs plus TILE_ELEMS = BLOCK_R·BLOCK_C (a 2-D loop tile:
+    ``compile_triton`` divides by its elements per thread); num_warps out."""
+    ce = {k: v for k, v in constexprs.items() if k != "num_warps"}
+    return dict(ce, TILE_ELEMS=ce["BLOCK_R"] * ce["BLOCK_C"])
 
 
 def compile_triton(name, kernel, args, constexprs, num_warps, budgeted, variant, tmp: Path):
@@ -76,6 +114,8 @@ def compile_triton(name, kernel, args, constexprs, num_warps, budgeted, variant,
 
     target = GPUTarget("cuda", 90, 32)
     backend = make_backend(target)
+    constexprs = dict(constexprs)
+    tile_elems = constexprs.pop("TILE_ELEMS", None)  # a 2-D tile: not a kernel parameter
     bound = dict(zip(kernel.arg_names, args))
     bound.update(constexprs)
     signature, consts, attrs = {}, {}, {}
@@ -109,13 +149,14 @@ def compile_triton(name, kernel, args, constexprs, num_warps, budgeted, variant,
                           "-o", str(tmp / f"triton_{name}.check.cubin")],
                          capture_output=True, text=True, timeout=300)
     regs, spills = parse_ptxas(res.stdout + res.stderr).get(compiled.metadata.name, (None, None))
-    block = constexprs.get("BLOCK")
+    block = constexprs.get("BLOCK") or tile_elems
     per_thread = block / (32 * num_warps) if block else None
     # A persistent kernel loops over BLOCK tiles: its loop body is one tile's
     # work; otherwise the whole kernel (prologue and epilogue too) is one tile.
     body, what = (loop, f"largest loop body ({loop})") if loop else (total, "whole kernel")
     per_elem = body / per_thread if per_thread else None
-    method = (f"{what} / {per_thread:g} elements per thread (BLOCK {block}, "
+    method = (f"{what} / {per_thread:g} elements per thread ("
+              f"{'BLOCK' if 'BLOCK' in constexprs else 'BLOCK_R*BLOCK_C'} {block}, "
               f"{num_warps} warps)" if per_thread else what)
     return Row(name, "triton", variant, total, per_elem, method, regs, spills, budgeted)
 

@@ -1,17 +1,30 @@
 """Fused multilabel soft dice in Triton: kernels and their registered ops.
 
-The logits are viewed as [R, C] columns: R = N rows for ``[N, C]``, or
-R = N·S (n, s) pairs for ``[N, C, S...]`` with S the product of the spatial
-dims. Forward, a column reduction in three deterministic stages:
+The logits x and targets t ``[N, C, *]`` are viewed as [R, C] columns: R = N
+rows for ``[N, C]``, or R = N·S (n, s) pairs for ``[N, C, S...]`` with S the
+product of the spatial dims. Per class c, over its R rows, with p̃ = (1-p)^α·p,
+p = σ(x) and k = 2 (``square_denominator``) or 1::
 
-1. ``_dice_fwd_kernel``: a (row-range, column-block) grid; each program sums
-   p̃·t, p̃ᵏ and tᵏ over its rows into one fp32 partial per column (no atomics);
+    S_pt = Σ p̃·t,  S_p = Σ p̃ᵏ,  S_t = Σ tᵏ,  dice_c = 1 - (2·S_pt + s)/(S_p + S_t + s)
+
+Forward, a column reduction in three deterministic stages:
+
+1. ``_dice_fwd_kernel``: a (row-range, column-block) grid (both fixed by the
+   shape, ``_row_ranges``); each program walks its rows in [BLOCK_R, BLOCK_C]
+   tiles, accumulates in registers and writes one fp32 partial per column and
+   sum (no atomics);
 2. ``_dice_finish_kernel``: per column, the partials in row-range order give
    the sums ``[3, C]`` and dice_c;
 3. ``_dice_total_kernel`` (mean/sum): Σ_c dice_c in a fixed order.
 
-Backward, ``_dice_bwd_kernel`` writes d loss/dx elementwise from x, t and the
-saved sums. See ``fused_losses.reference.dice`` for the formula.
+Backward, ``_dice_bwd_kernel`` on the same grid: per column the coefficients
+once per program, then d loss/dx elementwise from x, t and the saved sums.
+See ``fused_losses.reference.dice`` for the formula.
+
+Specialisation: α = 0 takes p̃ = σ(x) (one ex2, one rcp); hard targets
+(bool/int) select instead of multiplying and count Σ t in int32 (exact; t² =
+t); [N, C] inputs address a tile by one int64 row base plus loop-invariant
+int32 offsets. Padding loads x = -inf, where p̃ = d p̃/dx = 0.
 """
 from __future__ import annotations
 
@@ -22,60 +35,83 @@ from torch.library import triton_op, wrap_triton
 
 from .._layout import contiguous_target
 from ..spec.dice import SPEC
-from ._math import adjusted_sigmoid
+from ._math import adjusted_sigmoid, sigmoid_parts
 
-TILE = 4096          # elements per [BLOCK_R, BLOCK_C] tile
+TILE = 1024          # elements per [BLOCK_R, BLOCK_C] tile (8 per thread)
 MAX_ROW_PROGS = 256  # row ranges per column block: bounds the partials' size
 FINISH_BLOCK = 128
 NUM_WARPS = 4
 
 
 @triton.jit
-def _dice_tile(x_ptr, t_ptr, rows, cols, R, C, S, alpha,
-               ALPHA_ZERO: tl.constexpr, SPATIAL: tl.constexpr):
-    """(p̃, d p̃/dx, t, offs, mask) for rows [BLOCK_R, 1] × cols [1, BLOCK_C]; p̃ and t
-    are 0 outside the mask."""
-    mask = (rows < R) & (cols < C)
+def _adjusted(x, alpha, ALPHA_ZERO: tl.constexpr):
+    """(p̃, d p̃/dx); α = 0: (σ(x), σ(x)·σ(-x)) from one ex2 and one rcp."""
+    if ALPHA_ZERO:
+        _, s_p, s_n = sigmoid_parts(x)
+        return s_p, s_p * s_n
+    return adjusted_sigmoid(x, alpha, False)
+
+
+@triton.jit
+def _dice_load(x_ptr, t_ptr, r0, i, r_loc, cols, local, n_rows, cmask, C, S,
+               SPATIAL: tl.constexpr):
+    """(x, t, offs, mask) of the tile of rows r0 + i + r_loc [BLOCK_R, 1] × cols
+    [1, BLOCK_C]; x = -inf and t = 0 outside the mask. ``offs`` is relative to
+    the returned pointers' base."""
+    mask = (r_loc < n_rows - i) & cmask
     if SPATIAL:  # row r = (n, s): element n·C·S + c·S + s
+        rows = r0 + i + r_loc
         n = rows // S
         offs = n * (C * S) + cols * S + (rows - n * S)
+        xp, tp = x_ptr + offs, t_ptr + offs
     else:
-        offs = rows * C + cols
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    t = tl.load(t_ptr + offs, mask=mask, other=0).to(tl.float32)
-    pt, dpt = adjusted_sigmoid(x, alpha, ALPHA_ZERO)
-    return tl.where(mask, pt, 0.0), dpt, t, offs, mask
+        base = (r0 + i) * C
+        offs = base + local
+        xp, tp = x_ptr + base + local, t_ptr + base + local
+    x = tl.load(xp, mask=mask, other=float("-inf")).to(tl.float32)
+    t = tl.load(tp, mask=mask, other=0)
+    return x, t, offs, mask
 
 
 @triton.jit
 def _dice_fwd_kernel(x_ptr, t_ptr, part_ptr, R, C, S, rows_per_prog, n_row_progs, alpha,
                      ALPHA_ZERO: tl.constexpr, SQUARE: tl.constexpr, SPATIAL: tl.constexpr,
-                     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+                     HARD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """part[q, pid_r, c] = the program's rows' Σ p̃·t, Σ p̃ᵏ, Σ tᵏ (q = 0, 1, 2)."""
     # torch.compile passes Python floats as fp64 scalars: keep the maths in fp32.
     alpha = tl.cast(alpha, tl.float32)
     pid_r = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+    cmask = cols < C
+    r_loc = tl.arange(0, BLOCK_R)[:, None]
+    local = r_loc * C + cols  # int32: BLOCK_R·C < 2^31
+    r0 = pid_r * rows_per_prog
+    n_rows = tl.minimum(rows_per_prog, R - r0)
     acc_pt = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
     acc_p = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
     acc_t = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    r0 = pid_r * rows_per_prog
-    for i in range(0, rows_per_prog, BLOCK_R):
-        rows = r0 + i + tl.arange(0, BLOCK_R)[:, None]
-        pt, _, t, _, _ = _dice_tile(x_ptr, t_ptr, rows, cols, R, C, S, alpha, ALPHA_ZERO, SPATIAL)
-        acc_pt += pt * t
-        if SQUARE:
-            acc_p += pt * pt
-            acc_t += t * t
+    cnt_t = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.int32)
+    for i in range(0, n_rows, BLOCK_R):
+        x, t, _, _ = _dice_load(x_ptr, t_ptr, r0, i, r_loc, cols, local, n_rows, cmask, C, S,
+                                SPATIAL)
+        pt, _ = _adjusted(x, alpha, ALPHA_ZERO)
+        if HARD:
+            one = t != 0
+            acc_pt += tl.where(one, pt, 0.0)
+            cnt_t += one.to(tl.int32)
         else:
-            acc_p += pt
-            acc_t += t
+            t = t.to(tl.float32)
+            acc_pt += pt * t
+            acc_t += t * t if SQUARE else t
+        acc_p += pt * pt if SQUARE else pt
     c = tl.reshape(cols, [BLOCK_C])
     cmask = c < C
     base = part_ptr + pid_r * C + c
     stride = n_row_progs * C
+    s_t = tl.sum(cnt_t, axis=0).to(tl.float32) if HARD else tl.sum(acc_t, axis=0)
     tl.store(base, tl.sum(acc_pt, axis=0), mask=cmask)
     tl.store(base + stride, tl.sum(acc_p, axis=0), mask=cmask)
-    tl.store(base + 2 * stride, tl.sum(acc_t, axis=0), mask=cmask)
+    tl.store(base + 2 * stride, s_t, mask=cmask)
 
 
 @triton.jit
@@ -114,14 +150,21 @@ def _dice_total_kernel(dice_ptr, out_ptr, C, scale, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _dice_bwd_kernel(x_ptr, t_ptr, sums_ptr, gout_ptr, gin_ptr, R, C, S, gout_stride, gout_scale,
-                     smooth, alpha, ALPHA_ZERO: tl.constexpr, SQUARE: tl.constexpr,
-                     SPATIAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """d loss/dx = g_c·(-2t/den_c + k·num_c·p̃^(k-1)/den_c²)·d p̃/dx."""
+def _dice_bwd_kernel(x_ptr, t_ptr, sums_ptr, gout_ptr, gin_ptr, R, C, S, rows_per_prog,
+                     gout_stride, gout_scale, smooth, alpha, ALPHA_ZERO: tl.constexpr,
+                     SQUARE: tl.constexpr, SPATIAL: tl.constexpr, HARD: tl.constexpr,
+                     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """d loss/dx = g_c·(-2t/den_c + k·num_c·p̃^(k-1)/den_c²)·d p̃/dx over the
+    program's rows; num_c = 2·S_pt + s, den_c = S_p + S_t + s, g_c the upstream
+    gradient (÷ C for a mean)."""
     alpha, smooth = tl.cast(alpha, tl.float32), tl.cast(smooth, tl.float32)
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
-    cols = tl.program_id(1).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+    pid_r = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
     cmask = cols < C
+    r_loc = tl.arange(0, BLOCK_R)[:, None]
+    local = r_loc * C + cols
+    r0 = pid_r * rows_per_prog
+    n_rows = tl.minimum(rows_per_prog, R - r0)
     s_pt = tl.load(sums_ptr + cols, mask=cmask, other=0.0)
     s_p = tl.load(sums_ptr + C + cols, mask=cmask, other=0.0)
     s_t = tl.load(sums_ptr + 2 * C + cols, mask=cmask, other=0.0)
@@ -129,15 +172,20 @@ def _dice_bwd_kernel(x_ptr, t_ptr, sums_ptr, gout_ptr, gin_ptr, R, C, S, gout_st
     g = g * tl.cast(gout_scale, tl.float32)
     num = 2.0 * s_pt + smooth
     den = s_p + s_t + smooth
-    coef_t = -2.0 * g / den           # per column, shared by every row of the tile
+    coef_t = -2.0 * g / den           # per column, shared by every row of the program
     coef_p = g * num / (den * den)
-    pt, dpt, t, offs, mask = _dice_tile(x_ptr, t_ptr, rows, cols, R, C, S, alpha,
-                                        ALPHA_ZERO, SPATIAL)
     if SQUARE:
-        grad = (coef_t * t + 2.0 * coef_p * pt) * dpt
-    else:
-        grad = (coef_t * t + coef_p) * dpt
-    tl.store(gin_ptr + offs, grad.to(gin_ptr.dtype.element_ty), mask=mask)
+        coef_p = 2.0 * coef_p
+    for i in range(0, n_rows, BLOCK_R):
+        x, t, offs, mask = _dice_load(x_ptr, t_ptr, r0, i, r_loc, cols, local, n_rows, cmask,
+                                      C, S, SPATIAL)
+        pt, dpt = _adjusted(x, alpha, ALPHA_ZERO)
+        cp = coef_p * pt if SQUARE else coef_p
+        if HARD:
+            grad = (tl.where(t != 0, coef_t, 0.0) + cp) * dpt
+        else:
+            grad = (coef_t * t.to(tl.float32) + cp) * dpt
+        tl.store(gin_ptr + offs, grad.to(gin_ptr.dtype.element_ty), mask=mask)
 
 
 def layout(shape):
@@ -163,30 +211,56 @@ def _row_ranges(rows: int, block_r: int):
     return per_prog, triton.cdiv(rows, per_prog)
 
 
+def sums_plan(input, target, options):
+    """``(part, grid, args, constexprs)`` of the column-sum pass (shared with
+    ``bench/_sass_triton.py``); part fp32 [3, row ranges, C]."""
+    o = SPEC.decode(options)
+    rows, cols, s, spatial, block_r, block_c = layout(input.shape)
+    per_prog, n_row_progs = _row_ranges(rows, block_r)
+    part = torch.empty((3, n_row_progs, cols), dtype=torch.float32, device=input.device)
+    args = (input.contiguous(), contiguous_target(target), part, rows, cols, s, per_prog,
+            n_row_progs, o.alpha)
+    constexprs = dict(ALPHA_ZERO=o.alpha == 0.0, SQUARE=o.square_denominator, SPATIAL=spatial,
+                      HARD=not target.is_floating_point(), BLOCK_R=block_r, BLOCK_C=block_c,
+                      num_warps=NUM_WARPS)
+    return part, (n_row_progs, triton.cdiv(cols, block_c)), args, constexprs
+
+
+def grad_plan(grad_output, input, target, sums, options, reduction: str):
+    """``(grad_input, grid, args, constexprs)`` of the gradient pass, on the
+    column-sum pass's grid (shared with ``bench/_sass_triton.py``)."""
+    o = SPEC.decode(options)
+    rows, cols, s, spatial, block_r, block_c = layout(input.shape)
+    per_prog, n_row_progs = _row_ranges(rows, block_r)
+    grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
+    g = grad_output.contiguous()
+    args = (input.contiguous(), contiguous_target(target), sums.contiguous(), g, grad_input,
+            rows, cols, s, per_prog, 1 if g.dim() else 0,
+            1.0 / cols if (reduction == "mean" and cols) else 1.0, o.smooth, o.alpha)
+    constexprs = dict(ALPHA_ZERO=o.alpha == 0.0, SQUARE=o.square_denominator, SPATIAL=spatial,
+                      HARD=not target.is_floating_point(), BLOCK_R=block_r, BLOCK_C=block_c,
+                      num_warps=NUM_WARPS)
+    return grad_input, (n_row_progs, triton.cdiv(cols, block_c)), args, constexprs
+
+
 @triton_op("fused_losses::dice_triton_fwd", mutates_args=())
 def dice_triton_fwd(input: torch.Tensor, target: torch.Tensor, options: list[float],
                     reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (loss, sums): loss ``[]`` (mean/sum) or ``[C]`` (none) in input's
     dtype; sums fp32 ``[3, C]`` = (S_pt, S_p, S_t), what the backward needs."""
     o = SPEC.decode(options)
-    rows, cols, s, spatial, block_r, block_c = layout(input.shape)
-    x, t = input.contiguous(), contiguous_target(target)
+    cols = input.shape[1]
     device = input.device
-    per_prog, n_row_progs = _row_ranges(rows, block_r)
-    n_col_blocks = triton.cdiv(cols, block_c)
-    part = torch.empty((3, n_row_progs, cols), dtype=torch.float32, device=device)
+    part, grid, args, constexprs = sums_plan(input, target, options)
     sums = torch.empty((3, cols), dtype=torch.float32, device=device)
     reduce = reduction != "none"
     out = torch.empty(() if reduce else (cols,), dtype=input.dtype, device=device)
     dice = torch.empty((cols,), dtype=torch.float32, device=device) if reduce else out
-    if n_row_progs and n_col_blocks:
-        wrap_triton(_dice_fwd_kernel)[(n_row_progs, n_col_blocks)](
-            x, t, part, rows, cols, s, per_prog, n_row_progs, o.alpha,
-            ALPHA_ZERO=o.alpha == 0.0, SQUARE=o.square_denominator, SPATIAL=spatial,
-            BLOCK_R=block_r, BLOCK_C=block_c, num_warps=NUM_WARPS)
+    if grid[0] and grid[1]:
+        wrap_triton(_dice_fwd_kernel)[grid](*args, **constexprs)
     if cols:
         wrap_triton(_dice_finish_kernel)[(triton.cdiv(cols, FINISH_BLOCK),)](
-            part, sums, dice, n_row_progs, cols, o.smooth, BLOCK=FINISH_BLOCK)
+            part, sums, dice, grid[0], cols, o.smooth, BLOCK=FINISH_BLOCK)
     if reduce:
         # A mean over zero classes is 0/0 = NaN, as torch's mean of nothing.
         scale = (1.0 / cols if cols else float("nan")) if reduction == "mean" else 1.0
@@ -198,16 +272,8 @@ def dice_triton_fwd(input: torch.Tensor, target: torch.Tensor, options: list[flo
 def dice_triton_bwd(grad_output: torch.Tensor, input: torch.Tensor, target: torch.Tensor,
                     sums: torch.Tensor, options: list[float], reduction: str) -> torch.Tensor:
     """d(Σ grad_output·loss)/d(input); grad_output is ``[]`` (mean/sum) or ``[C]``."""
-    o = SPEC.decode(options)
-    rows, cols, s, spatial, block_r, block_c = layout(input.shape)
-    grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
-    g = grad_output.contiguous()
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_c))
+    grad_input, grid, args, constexprs = grad_plan(grad_output, input, target, sums, options,
+                                                   reduction)
     if grid[0] and grid[1]:
-        wrap_triton(_dice_bwd_kernel)[grid](
-            input.contiguous(), contiguous_target(target), sums.contiguous(), g, grad_input,
-            rows, cols, s, 1 if g.dim() else 0,
-            1.0 / cols if (reduction == "mean" and cols) else 1.0, o.smooth, o.alpha,
-            ALPHA_ZERO=o.alpha == 0.0, SQUARE=o.square_denominator, SPATIAL=spatial,
-            BLOCK_R=block_r, BLOCK_C=block_c, num_warps=NUM_WARPS)
+        wrap_triton(_dice_bwd_kernel)[grid](*args, **constexprs)
     return grad_input
