@@ -6,8 +6,11 @@ inside a chunk, over tiles (E elements per thread per iteration). Their cost is
     hot / E  +  (chunk - hot) / 32
 where ``chunk`` is the largest loop's static body (every runtime branch in it,
 the element-wise tail loop and the block reduction included) and ``hot`` the
-largest loop nested in it. Other kernels: largest loop body / elements per
-iteration.
+largest loop nested in it. GHM-C's histogram pass and dice's [N, C] backward
+walk the same chunks and are counted the same way. Other kernels: largest loop body / elements per
+iteration (``_CUDA_ELEMS_PER_ITER``, default 1).
+
+GHM-C and dice rows are shown (fp32 logits, bool targets) but not budgeted.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from .sass_check import ROOT, Row, _branch_target, demangle, nvcc_path, parse_ptxas, sass_of
 
-CUDA_SOURCES = ("focal_bce.cu", "asl.cu", "scale.cu")
+CUDA_SOURCES = ("focal_bce.cu", "asl.cu", "ghmc.cu", "dice.cu", "scale.cu")
 _CUDA_ELEMS_PER_ITER = {"scale_grad_kernel<float>": 4}  # main-loop elements (default 1)
 CHUNK_PER_THREAD = 8192 // 256  # elementwise.cuh kChunk / kBlock
 # The issue's hot configurations (#13): focal gamma=2 with pos_weight[C] and
@@ -39,12 +42,17 @@ def _cuda_hot(short: str) -> tuple[bool, bool]:
     """(shown by default, budgeted): the forwards with float logits and bool
     targets (dispatched as uint8_t), and the float scale."""
     fwd = short.startswith("_elementwise_fwd_kernel<") and short.endswith(", float, uint8_t>")
-    return fwd or short == "scale_grad_kernel<float>", short in BUDGETED
+    ghmc = short.startswith("_ghmc_hist_kernel<") and short.endswith(", float, uint8_t>")
+    dice = short.startswith(("_dice_fwd_kernel<", "_dice_bwd")) and "float, uint8_t" in short
+    return fwd or ghmc or dice or short == "scale_grad_kernel<float>", short in BUDGETED
 
 
 def elems_per_iter(short: str) -> int:
     """Elements one thread takes per tile iteration (elementwise.cuh vec_width x unroll)."""
-    m = re.match(r"_elementwise_\w+_kernel<\w+, (Hot|General)<.*?>, (.+), (.+)>$", short)
+    m = re.match(r"_(?:elementwise_\w+|ghmc_hist)_kernel<(?:\w+, )?(Hot|General)<.*?>, (.+), (.+)>$",
+                 short)
+    if short.startswith("_dice_bwd_flat_kernel<"):  # <TIn, TT, alpha_zero, V>: V per tile
+        return int(short.rstrip(">").split(",")[-1])
     if not m:
         return next((n for k, n in _CUDA_ELEMS_PER_ITER.items() if k in short), 1)
     plan, tin, tt = m.groups()
@@ -52,6 +60,9 @@ def elems_per_iter(short: str) -> int:
     if plan == "Hot":
         return 8
     return v if tt in ("uint8_t", "float", "long") else 1
+
+
+_CHUNKED = ("_elementwise_", "_ghmc_hist_kernel<", "_dice_bwd_flat_kernel<")  # walk.cuh chunks
 
 
 def loops(instrs) -> list[tuple[int, int, int]]:
@@ -72,7 +83,7 @@ def per_element(short: str, instrs) -> tuple[float | None, str]:
     outer = max(found, key=lambda l: l[2])
     e = elems_per_iter(short)
     inner = [l for l in found if l != outer and outer[0] <= l[0] and l[1] <= outer[1]]
-    if not short.startswith("_elementwise_") or not inner:
+    if not short.startswith(_CHUNKED) or not inner:
         return outer[2] / e, (f"largest loop body ({outer[2]}, static: every runtime branch "
                               f"in it counted) / {e} element(s) per iteration")
     hot = max(inner, key=lambda l: l[2])

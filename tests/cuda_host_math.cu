@@ -1,14 +1,18 @@
-// Runs the CUDA elementwise maths (csrc/cuda/focal_bce.cuh, asl.cuh) and the
-// skeleton's index walk (walk.cuh) on the CPU: built by
+// Runs the CUDA elementwise maths (csrc/cuda/focal_bce.cuh, asl.cuh, ghmc.cuh)
+// and the skeleton's index walk (walk.cuh) on the CPU: built by
 // tests/test_cuda_host_math.py with nvcc, -DFUSED_LOSSES_HOST_ERR=±1 pushing
 // every approximate instruction by its worst-case error (fast_math.cuh).
 //
 // stdin, one case per line; stdout one line per case:
 //   focal PLAN TK gamma alpha smoothing ignore pw w numel x t -> "loss grad"
 //   asl PLAN TK gp gn clip eps detach pw w smoothing numel x t -> "loss grad"
+//   ghmc PLAN bins lw x t                                      -> "loss grad slot"
+//   bin bins g                                                 -> Ghmc::bin_of(g)
+//   dice alpha x                                               -> "pt dpt" (dice.cuh)
 //   walk numel cols V U vector grid                            -> "ok" | "FAIL why"
 // PLAN: h0 h2 h14 hr (specialised hard-target plans) or gen; TK: i (integer
 // targets) or f (floating); alpha / ignore nan = None; numel > 0 = a mean over it.
+// ghmc: PLAN h (hard target, Ghmc::hard) or gen; per-bin weights W[b] = 1 + b/8.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -19,7 +23,9 @@
 #include <vector>
 
 #include "cuda/asl.cuh"
+#include "cuda/dice.cuh"
 #include "cuda/focal_bce.cuh"
+#include "cuda/ghmc.cuh"
 #include "cuda/walk.cuh"
 
 using namespace fused_losses;
@@ -91,6 +97,38 @@ static Element asl(std::istringstream& in) {
   return eval<Asl>(plan, a, c, static_cast<float>(x), static_cast<float>(t), k);
 }
 
+// One GHM-C element through the tables block_setup builds on the device.
+static void ghmc(std::istringstream& in) {
+  std::string plan;
+  in >> plan;
+  const int bins = static_cast<int>(num(in));
+  const float lw = static_cast<float>(num(in));
+  const float x = static_cast<float>(num(in)), t = static_cast<float>(num(in));
+  LaunchArgs<GhmcOptions> a;
+  a.opt.bins = bins;
+  Ghmc::Consts c = Ghmc::consts(a);
+  float2 edges[kGhmcMaxBins];
+  float w[kGhmcSlots];
+  for (int k = 0; k < kGhmcSlots; ++k) {
+    if (k < bins) edges[k] = make_float2(c.edge[k], c.edge[k + 1]);
+    w[k] = k < bins ? 1.f + 0.125f * static_cast<float>(k) : 0.f;
+  }
+  c.edges = edges;
+  c.w = w;
+  const float4 k = make_float4(lw, 0.f, 0.f, 0.f);
+  const fast::Sig s = fast::sig(x);
+  Element e;
+  int slot;
+  if (plan == "h") {
+    e = Ghmc::hard<0>(c, x, t != 0.f, k);
+    slot = Ghmc::slot_hard(c, s, x, t != 0.f, lw);
+  } else {
+    e = Ghmc::general(c, x, t, k);
+    slot = Ghmc::slot(c, s, x, t, lw);
+  }
+  std::printf("%.9g %.9g %d\n", e.loss, e.grad, slot);
+}
+
 // Every element visited once, by the walk the kernel runs (run_chunks'
 // chunk loop: pos_of / pos_add between a block's chunks, walk_chunk inside).
 template <int V, int U>
@@ -155,6 +193,27 @@ int main() {
                       : v == 4 && u == 1 ? walk<4, 1>(numel, cols, vector, grid)
                                          : walk<1, 1>(numel, cols, vector, grid);
       std::printf("%s\n", r.c_str());
+      continue;
+    }
+    if (what == "dice") {
+      const float alpha = static_cast<float>(num(in)), x = static_cast<float>(num(in));
+      const dice::Adjusted d = alpha == 0.f ? dice::adjusted<true>(x, 0.f)
+                                            : dice::adjusted<false>(x, alpha);
+      std::printf("%.9g %.9g\n", d.pt, d.dpt);
+      continue;
+    }
+    if (what == "bin") {
+      LaunchArgs<GhmcOptions> a;
+      a.opt.bins = static_cast<int>(num(in));
+      Ghmc::Consts c = Ghmc::consts(a);
+      float2 edges[kGhmcMaxBins];
+      for (int k = 0; k < a.opt.bins; ++k) edges[k] = make_float2(c.edge[k], c.edge[k + 1]);
+      c.edges = edges;
+      std::printf("%d\n", Ghmc::bin_of(c, static_cast<float>(num(in))));
+      continue;
+    }
+    if (what == "ghmc") {
+      ghmc(in);
       continue;
     }
     const Element e = what == "focal" ? focal(in) : asl(in);

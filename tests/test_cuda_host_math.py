@@ -208,3 +208,138 @@ def test_walk_covers_every_element_once(binaries, numel):
     out = run(binaries[0], lines)
     bad = [f"{l}: {o}" for l, o in zip(lines, out) if o != "ok"]
     assert not bad, "\n".join(bad[:10])
+
+
+# -- GHM-C (csrc/cuda/ghmc.cuh): bin, weight, loss and gradient per element ----
+GHMC_BINS = (1, 3, 10, 30, 64)
+GHMC_X = XS + [float(np.float32(v)) for v in (0.405465108, -0.405465108, 1.38629436, -2.19722458,
+                                                0.0400053346, 4.59511985, -4.59511985)]  # g near edges
+
+
+def _ghmc_ref(xs, ts, bins):
+    """(float32 reference bin index, float64 bce, float64 σ(x) - t, float64 g) per element."""
+    from fused_losses.reference.ghmc import bin_edges, ghmc_histogram
+    x32 = torch.tensor(xs, dtype=torch.float32)
+    t32 = torch.tensor(ts, dtype=torch.float32)
+    index, _ = ghmc_histogram(x32, t32, None, bins)
+    x = np.array(xs, dtype=np.float64)
+    t = np.array(ts, dtype=np.float64)
+    bce = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    sig = 0.5 * (1 + np.tanh(0.5 * x))
+    return index.numpy(), bce, sig - t, np.abs(sig - t), bin_edges(bins).double().numpy()
+
+
+def test_ghmc_matches_float64(binaries, record_property):
+    """Slot as the float32 reference bins (a neighbouring bin only within 1e-6 of
+    an edge, where fp32 σ itself is uncertain), loss = W·bce and grad = W·(σ - t)
+    within 2e-5 relative (plus the point's fp32 conditioning) on W of that slot."""
+    worst = 0.0
+    for bins in GHMC_BINS:
+        w = np.array([1 + 0.125 * b for b in range(bins)] + [0.0, 0.0])
+        for plan, ts in (("h", [0.0, 1.0]), ("gen", SOFT)):
+            grid = list(itertools.product(GHMC_X, ts))
+            xs, tt = [g[0] for g in grid], [g[1] for g in grid]
+            index, bce, dg, g64, edges = _ghmc_ref(xs, tt, bins)
+            lines = [f"ghmc {plan} {bins} 1.0 {x!r} {t!r}" for x, t in grid]
+            for err, exe in binaries.items():
+                bad = []
+                for j, got in enumerate(run(exe, lines)):
+                    loss, grad, slot = got.split()
+                    loss, grad, slot = float(loss), float(grad), int(slot)
+                    if slot != index[j]:
+                        near = np.min(np.abs(edges - g64[j])) <= 1e-6
+                        if not (near and abs(slot - int(index[j])) == 1):
+                            bad.append(f"{lines[j]}: slot {slot}, reference {index[j]} (g {g64[j]!r})")
+                            continue
+                    # fp32 conditioning: x nudged; a soft target's σ(x) - t
+                    # cancels by the rounding of σ(x) and t themselves.
+                    x, t = xs[j], tt[j]
+                    cx = abs(x) * NUDGE * 2
+                    ct = (dg[j] + 2 * t) * NUDGE * 2 if plan == "gen" else 0.0
+                    for what, got_v, ref_v, cond in (("loss", loss, w[slot] * bce[j],
+                                                      w[slot] * (cx + ct * abs(x))),
+                                                     ("grad", grad, w[slot] * dg[j],
+                                                      w[slot] * (cx * 0.25 + ct))):
+                        diff = abs(got_v - ref_v)
+                        if not diff <= RTOL * abs(ref_v) + FLOOR + cond:
+                            bad.append(f"{lines[j]} {what}: got {got_v!r}, ref {ref_v!r}")
+                        if abs(ref_v) >= FLOOR and cond <= RTOL * abs(ref_v):
+                            worst = max(worst, diff / abs(ref_v))
+                assert not bad, (f"host error sign {err}: {len(bad)} mismatches, e.g.\n"
+                                 + "\n".join(bad[:15]))
+    record_property("ghmc_max_rel", worst)
+    print(f"ghmc max relative error {worst:.3g}")
+
+
+@pytest.mark.parametrize("bins", GHMC_BINS + (7, 49))
+def test_ghmc_bin_edges_exact(binaries, bins):
+    """bin_of against torch.bucketize on the reference's fp32 edges, for every
+    float within 4 ulps of every edge (where trunc(g·bins) guesses a bin off
+    by one either way), past the top, and NaN."""
+    from fused_losses.reference.ghmc import bin_edges
+    edges = bin_edges(bins).numpy()
+    gs = [np.float32(1.5), np.float32(2.0), np.float32(np.nan)]
+    for e in edges:
+        g = np.float32(e)
+        for _ in range(4):
+            g = np.nextafter(g, np.float32(-1))
+        for _ in range(9):
+            if g >= 0:
+                gs.append(g)
+            g = np.nextafter(g, np.float32(2))
+    g32 = torch.tensor(np.array(gs, dtype=np.float32))
+    ref = torch.bucketize(g32, torch.from_numpy(edges), right=True) - 1
+    ref = torch.where((ref >= 0) & (ref < bins), ref, bins).tolist()
+    lines = [f"bin {bins} {float(g)!r}" for g in gs]
+    got = [int(v) for v in run(binaries[0], lines)]
+    bad = [f"g={float(g)!r}: {o} != {r}" for g, o, r in zip(gs, got, ref) if o != r]
+    assert not bad, "\n".join(bad[:10])
+
+
+def test_ghmc_invalid_and_nan(binaries):
+    """label_weight <= 0 (or NaN): slot bins + 1, zero loss and gradient; a NaN
+    logit: slot bins (valid, in no bin) and a NaN loss, as in the reference."""
+    lines = [f"ghmc {plan} 10 {lw} {x!r} {t!r}" for plan in ("h", "gen")
+             for lw in ("0", "-1", "nan") for x in (-1e4, 0.5, 1e4) for t in (0.0, 1.0)]
+    for line, got in zip(lines, run(binaries[0], lines)):
+        loss, grad, slot = got.split()
+        assert (float(loss), float(grad), int(slot)) == (0.0, 0.0, 11), line
+    lines = [f"ghmc {plan} 10 1 nan {t!r}" for plan in ("h", "gen") for t in (0.0, 1.0)]
+    for line, got in zip(lines, run(binaries[0], lines)):
+        loss, _, slot = got.split()
+        assert math.isnan(float(loss)) and int(slot) == 10, line
+
+
+# -- dice (csrc/cuda/dice.cuh): p̃ and d p̃/dx per element ----------------------
+def test_dice_adjusted_sigmoid_matches_float64(binaries, record_property):
+    """p̃ = exp(log σ(x) + α·log σ(-x)) and its derivative (autograd of the
+    reference's adjusted_sigmoid in float64) within 2e-5 relative, plus the
+    point's fp32 conditioning: x nudged by 2^-22, and for d p̃/dx = p̃·(σ(-x) -
+    α·σ(x)) the rounding of its two terms (they cancel near σ(x) = 1/(1+α))."""
+    from fused_losses.reference._math import adjusted_sigmoid
+    worst = 0.0
+    for alpha in (0.0, 0.1, 0.5, 1.0, 2.5):
+        def ref(xs):
+            x = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+            p = adjusted_sigmoid(x, alpha)
+            (d,) = torch.autograd.grad(p.sum(), x)
+            return p.detach().numpy(), d.numpy()
+        r = ref(XS)
+        sig = 1 / (1 + np.exp(-np.array(XS, dtype=np.float64)))
+        terms = r[0] * ((1 - sig) + f32(alpha) * sig) * NUDGE * 2  # cancellation scale
+        bumps = [ref([x * (1 + s * NUDGE) for x in XS]) for s in (1, -1)]
+        lines = [f"dice {f32(alpha)!r} {x!r}" for x in XS]
+        for err, exe in binaries.items():
+            bad = []
+            for j, got in enumerate(run(exe, lines)):
+                for k, g in enumerate(float(v) for v in got.split()):
+                    want = r[k][j]
+                    cond = max(abs(b[k][j] - want) for b in bumps) + (terms[j] if k else 0.0)
+                    diff = abs(g - want)
+                    if not (math.isfinite(g) and diff <= RTOL * abs(want) + FLOOR + cond):
+                        bad.append(f"{lines[j]} {('pt', 'dpt')[k]}: got {g!r}, ref {want!r}")
+                    if abs(want) >= FLOOR and cond <= RTOL * abs(want):
+                        worst = max(worst, diff / abs(want))
+            assert not bad, f"host error sign {err}: " + "\n".join(bad[:15])
+    record_property("dice_max_rel", worst)
+    print(f"dice max relative error {worst:.3g}")

@@ -1,5 +1,5 @@
 // Fused asymmetric loss (ASL) on CUDA: the maths of asl.cuh on the
-// elementwise skeleton of elementwise.cuh.
+// elementwise skeleton of elementwise.cuh (kernels) and elementwise_host.cuh (launch).
 //
 // The same formula as fused_losses/triton/asl.py (subgradients in
 // fused_losses/reference/asl.py). No element is ignored: a mean divides by
@@ -10,7 +10,7 @@
 
 #include "../launch_args.h"
 #include "asl.cuh"
-#include "elementwise.cuh"
+#include "elementwise_host.cuh"
 
 namespace fused_losses {
 

@@ -10,8 +10,11 @@
 //   2. _dice_finish_kernel: per column, the partials in row-range order give the
 //      sums [3, C] and dice_c;
 //   3. sum_partials_kernel (mean/sum): one block sums dice_c in a fixed order.
-// Backward, _dice_bwd_kernel on the same grid: each thread forms its column's
-// coefficients once and writes d loss/dx for its rows. No atomics anywhere.
+// Backward: [N, C] is elementwise: _dice_coef_kernel writes each column's
+// coefficients to a [C + 8] table once, then _dice_bwd_flat_kernel walks fixed
+// chunks (walk.cuh: 128-bit vectors, int32 columns) and writes d loss/dx.
+// Spatial [N, C, S]: _dice_bwd_kernel on the forward's grid. No atomics anywhere.
+// Per-element maths (fast ex2/rcp, host-tested): dice.cuh.
 //
 // Only CUDA headers here, no torch: CI compile-checks this file with nvcc alone.
 #include <cuda_runtime.h>
@@ -22,8 +25,11 @@
 #include <type_traits>
 
 #include "../launch_args.h"
+#include "dice.cuh"
+#include "elementwise.cuh"
 #include "launch.cuh"
 #include "math.cuh"
+#include "walk.cuh"
 
 namespace fused_losses {
 namespace {
@@ -51,6 +57,7 @@ struct Plan {
   float grad_output_scale;     // backward: 1/C for a mean
   float* partials;             // forward: [3][n_row_blocks][C]
   float* dice;                 // forward with a reduction: dice_c, [C]
+  float2* table;               // backward of [N, C]: per-column coefficients, [C + 8]
 };
 
 Plan plan_of(launch::Workspace& w, const DiceArgs& a, Pass pass) {
@@ -63,6 +70,8 @@ Plan plan_of(launch::Workspace& w, const DiceArgs& a, Pass pass) {
   if (pass == Pass::Forward) {
     p.partials = w.take<float>(p.n_row_blocks * 3 * a.cols);
     if (a.reduce) p.dice = w.take<float>(a.cols);
+  } else if (a.inner == 1 && a.cols > 0) {
+    p.table = w.take<float2>(a.cols + 8);
   }
   return p;
 }
@@ -93,9 +102,9 @@ __device__ __forceinline__ void for_each_row(const DiceArgs& a, const Plan& p, i
     const int64_t i = element_index<kSpatial>(a, r, c);
     const float x = device::load_float(static_cast<const TIn*>(a.input) + i);
     const float t = device::load_float(static_cast<const TT*>(a.target) + i);
-    float pt, dpt;
-    device::adjusted_sigmoid(x, a.opt.alpha, p.alpha_zero, &pt, &dpt);
-    body(i, pt, square ? pt * pt : pt, square ? t * t : t, dpt, t);
+    const dice::Adjusted d = p.alpha_zero ? dice::adjusted<true>(x, 0.f)
+                                          : dice::adjusted<false>(x, a.opt.alpha);
+    body(i, d.pt, square ? d.pt * d.pt : d.pt, square ? t * t : t, d.dpt, t);
   }
 }
 
@@ -164,26 +173,81 @@ __global__ void __launch_bounds__(kBlock) _dice_finish_kernel(
   }
 }
 
-// d loss/dx = g_c·(-2t/den + k·num·p̃^(k-1)/den²)·d p̃/dx, with the column's
-// coefficients formed once per thread.
+// Spatial backward: d loss/dx = (coef_t·t + coef_p·p̃^(k-1))·d p̃/dx with the
+// column's coefficients (dice.cuh) formed once per thread.
 template <typename TIn, typename TT, bool kSpatial>
 __global__ void __launch_bounds__(kBlock) _dice_bwd_kernel(const DiceArgs a, const Plan p) {
   const int64_t c = thread_column<kSpatial>();
   if (c >= a.cols) return;
   const float* const sums = a.aux;
   const bool square = a.opt.square_denominator;
-  const float smooth = a.opt.smooth;
   const float g = static_cast<const float*>(a.grad_output)[c * p.grad_output_stride] *
                   p.grad_output_scale;
-  const float num = 2.f * sums[c] + smooth;
-  const float den = sums[a.cols + c] + sums[2 * a.cols + c] + smooth;
-  const float coef_t = -2.f * g / den;
-  const float coef_p = (square ? 2.f : 1.f) * g * num / (den * den);
+  const float2 k = dice::coef(sums[c], sums[a.cols + c], sums[2 * a.cols + c], a.opt.smooth, g,
+                              square);
   TIn* const grad = static_cast<TIn*>(a.grad);
   for_each_row<TIn, TT, kSpatial>(a, p, c, [&](int64_t i, float pt, float, float, float dpt,
                                                float t) {
-    device::store_float(grad + i, (coef_t * t + (square ? coef_p * pt : coef_p)) * dpt);
+    device::store_float(grad + i, dice::grad(k, t, dice::Adjusted{pt, dpt}, square));
   });
+}
+
+// table[j] = the coefficients of column j mod C, j < C + 8: a vector starting
+// at any column < C reads on without wrapping (as elementwise.cuh's table).
+__global__ void __launch_bounds__(kBlock) _dice_coef_kernel(const DiceArgs a, const Plan p) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  if (j >= a.cols + 8) return;
+  const int64_t c = j % a.cols;
+  const float* const sums = a.aux;
+  const float g = static_cast<const float*>(a.grad_output)[c * p.grad_output_stride] *
+                  p.grad_output_scale;
+  p.table[j] = dice::coef(sums[c], sums[a.cols + c], sums[2 * a.cols + c], a.opt.smooth, g,
+                          a.opt.square_denominator);
+}
+
+// [N, C] backward: the chunk walk of the elementwise skeleton, V-element
+// vectors, one table read per element by int32 column.
+template <typename TIn, typename TT, bool kAlphaZero, int V>
+__global__ void __launch_bounds__(elementwise::kBlock) _dice_bwd_flat_kernel(
+    const DiceArgs a, const Plan p, const elementwise::Walk w) {
+  using elementwise::Pack;
+  using elementwise::load_pack;
+  using elementwise::Pos;
+  constexpr int kSub = elementwise::kBlock * V;
+  const TIn* __restrict__ xp = static_cast<const TIn*>(a.input);
+  const TT* __restrict__ tp = static_cast<const TT*>(a.target);
+  TIn* __restrict__ gp = static_cast<TIn*>(a.grad);
+  const float2* __restrict__ table = p.table;
+  const bool square = a.opt.square_denominator;
+  const float alpha = a.opt.alpha;
+  const int32_t cols = w.cols;
+  const int32_t sub_c = kSub % cols;
+  Pos start = elementwise::pos_of(static_cast<int64_t>(blockIdx.x) * elementwise::kChunk, cols);
+  const Pos step =
+      elementwise::pos_of(static_cast<int64_t>(gridDim.x) * elementwise::kChunk, cols);
+  auto one = [&](float x, float t, int32_t col) {
+    return dice::grad(table[col], t, dice::adjusted<kAlphaZero>(x, alpha), square);
+  };
+  for (int64_t chunk = blockIdx.x; chunk < w.n_chunks; chunk += gridDim.x) {
+    elementwise::walk_chunk<V, 1, true>(
+        w, chunk, threadIdx.x, start, sub_c, sub_c,
+        [&](int64_t i0, int32_t, const int32_t(&cs)[1]) {
+          const Pack<TIn, V> xv = load_pack<TIn, V>(xp + i0);
+          const Pack<TT, V> tv = load_pack<TT, V>(tp + i0);
+          Pack<TIn, V> gv;
+#pragma unroll
+          for (int k = 0; k < V; ++k) {
+            gv.v[k] = device::from_float<TIn>(
+                one(device::to_float(xv.v[k]), device::to_float(tv.v[k]), cs[0] + k));
+          }
+          *reinterpret_cast<Pack<TIn, V>*>(gp + i0) = gv;
+        },
+        [&](int64_t i, int32_t, int32_t col) {
+          device::store_float(gp + i, one(device::load_float(xp + i), device::load_float(tp + i),
+                                          col));
+        });
+    start = elementwise::pos_add(start, step, cols);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -245,15 +309,60 @@ void forward(const DiceArgs& a, const Plan& p, cudaStream_t s) {
   });
 }
 
+// [N, C]: the coefficient table, then the flat walk.
+void backward_flat(const DiceArgs& a, const Plan& p, cudaStream_t s) {
+  launch::require(p.table != nullptr, kLoss, "the workspace must be set");
+  launch::require(a.cols < (int64_t{1} << 30), kLoss, "C must be < 2^30");
+  const auto blocks = static_cast<unsigned>((a.cols + 8 + kBlock - 1) / kBlock);
+  _dice_coef_kernel<<<blocks, kBlock, 0, s>>>(a, p);
+  launch::check_launch("_dice_coef_kernel");
+  elementwise::Walk w;
+  w.numel = a.numel;
+  w.n_chunks = elementwise::n_chunks(a.numel);
+  w.cols = static_cast<int32_t>(a.cols);
+  launch::dispatch_pair(a, kLoss, [&](auto in_tag, auto t_tag) {
+    using TIn = typename decltype(in_tag)::type;
+    using TT = typename decltype(t_tag)::type;
+    // 16-byte logits vectors for the common target types, scalars otherwise.
+    constexpr bool kCommon = std::is_same<TT, uint8_t>::value || std::is_same<TT, float>::value;
+    constexpr int V = kCommon ? 16 / static_cast<int>(sizeof(TIn)) : 1;
+    auto ok = [](const void* ptr, int size) {
+      const int align = V * size < 16 ? V * size : 16;
+      return reinterpret_cast<uintptr_t>(ptr) % align == 0;
+    };
+    elementwise::Walk wv = w;
+    wv.vector = V > 1 && ok(a.input, sizeof(TIn)) && ok(a.target, sizeof(TT)) &&
+                ok(a.grad, sizeof(TIn));
+    auto go = [&](auto kernel_tag) {
+      constexpr auto kernel = decltype(kernel_tag)::value;
+      const auto grid =
+          static_cast<unsigned>(launch::wave_grid<kernel>(w.n_chunks, elementwise::kBlock));
+      kernel<<<grid, elementwise::kBlock, 0, s>>>(a, p, wv);
+    };
+    if (p.alpha_zero) {
+      go(std::integral_constant<decltype(&_dice_bwd_flat_kernel<TIn, TT, true, V>),
+                                &_dice_bwd_flat_kernel<TIn, TT, true, V>>{});
+    } else {
+      go(std::integral_constant<decltype(&_dice_bwd_flat_kernel<TIn, TT, false, V>),
+                                &_dice_bwd_flat_kernel<TIn, TT, false, V>>{});
+    }
+  });
+  launch::check_launch("_dice_bwd_flat_kernel");
+}
+
 void backward(const DiceArgs& a, const Plan& p, cudaStream_t s) {
   if (p.n_row_blocks == 0 || a.cols == 0) return;
   launch::require(a.aux != nullptr && a.grad_output != nullptr && a.grad != nullptr, kLoss,
           "sums (aux), grad_output and grad must be set");
+  if (a.inner == 1) return backward_flat(a, p, s);
   launch_columns(a, p, "_dice_bwd_kernel", [&](auto in_tag, auto t_tag, auto spatial,
                                                dim3 grid) {
     using TIn = typename decltype(in_tag)::type;
     using TT = typename decltype(t_tag)::type;
-    _dice_bwd_kernel<TIn, TT, decltype(spatial)::value><<<grid, kBlock, 0, s>>>(a, p);
+    // Only the spatial kernel is reachable ([N, C] took backward_flat).
+    if constexpr (decltype(spatial)::value) {
+      _dice_bwd_kernel<TIn, TT, true><<<grid, kBlock, 0, s>>>(a, p);
+    }
   });
 }
 

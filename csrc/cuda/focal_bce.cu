@@ -1,5 +1,5 @@
 // Fused sigmoid focal BCE on CUDA: the maths of focal_bce.cuh on the
-// elementwise skeleton of elementwise.cuh.
+// elementwise skeleton of elementwise.cuh (kernels) and elementwise_host.cuh (launch).
 //
 // The same formula as fused_losses/triton/focal_bce.py and
 // fused_losses/reference/focal_bce.py.
@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "../launch_args.h"
-#include "elementwise.cuh"
+#include "elementwise_host.cuh"
 #include "focal_bce.cuh"
 
 namespace fused_losses {

@@ -2,9 +2,10 @@
 // fused_losses/triton/_math.py, so both GPU backends take the same stable paths.
 // Also the element loads/stores, operand addressing, block reductions and the
 // fixed-order second stage of the one-pass reductions (sum_partials_kernel).
-// Precise libm calls here (expf/logf/log1pf): GHM-C, dice and the row losses
-// use them. The focal BCE and ASL kernels use the approximations of
-// fast_math.cuh instead, which their host-run test bounds (2e-5 relative).
+// Precise libm calls here (expf/logf/log1pf): the row losses use them. The
+// focal BCE, ASL, GHM-C and dice kernels use the approximations of
+// fast_math.cuh instead, which their host-run test bounds (2e-5 relative);
+// sigmoid_terms, focal_factor, adjusted_sigmoid and RowCol have no caller left.
 #pragma once
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
