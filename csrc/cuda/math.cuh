@@ -4,8 +4,7 @@
 // fixed-order second stage of the one-pass reductions (sum_partials_kernel).
 // Precise libm calls here (expf/logf/log1pf): the row losses use them. The
 // focal BCE, ASL, GHM-C and dice kernels use the approximations of
-// fast_math.cuh instead, which their host-run test bounds (2e-5 relative);
-// sigmoid_terms, focal_factor, adjusted_sigmoid and RowCol have no caller left.
+// fast_math.cuh instead, which their host-run test bounds (2e-5 relative).
 #pragma once
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
@@ -24,22 +23,6 @@ constexpr int kWarpSize = 32;
 // Elementwise maths
 // ---------------------------------------------------------------------------
 
-// log σ(x), log σ(-x), σ(x), σ(-x) from one exp and one log1p. Everything is
-// built on e = exp(-|x|) <= 1, so nothing overflows for any finite x, and the
-// smaller sigmoid is e/(1+e) rather than 1 - (larger), which would cancel.
-__device__ __forceinline__ void sigmoid_terms(float x, float* log_p, float* log_n,
-                                              float* s_p, float* s_n) {
-  const float e = expf(-fabsf(x));
-  const float softplus_neg_abs = log1pf(e);
-  *log_p = fminf(x, 0.f) - softplus_neg_abs;
-  *log_n = -fmaxf(x, 0.f) - softplus_neg_abs;
-  const float big = 1.f / (1.f + e);
-  const float small = e * big;
-  const bool pos = x >= 0.f;  // false for NaN: both sigmoids are then NaN anyway
-  *s_p = pos ? big : small;
-  *s_n = pos ? small : big;
-}
-
 // log(e^a + e^b); exact when one side is -inf (a soft target of exactly 0 or 1).
 __device__ __forceinline__ float log_add_exp(float a, float b) {
   return fmaxf(a, b) + log1pf(expf(-fabsf(a - b)));
@@ -55,42 +38,6 @@ __device__ __forceinline__ float small_int_pow(float q, int n) {
     case 3: return q2 * q;
     default: return q2 * q2;
   }
-}
-
-// The focal factor f = (1-p_t)^γ and r = σ(x)σ(-x)/(1-p_t), so that
-// d f/dx = γ·f·(1-2t)·r. `gamma_int` is γ when the launcher saw an integer γ in
-// 1..4 (used on the hard path only), else 0.
-// Hard 0/1 targets: 1-p_t is σ(-x) or σ(x) and r is the other sigmoid, so
-// neither a log(0) nor a 0/0 can appear. Soft targets: 1-p_t = σ(x)(1-t) +
-// σ(-x)t is assembled in the log domain and r is formed there, never as 0/0.
-__device__ __forceinline__ void focal_factor(float log_p, float log_n, float s_p, float s_n,
-                                             float t, float gamma, int gamma_int, bool hard,
-                                             float* f, float* r) {
-  if (hard) {
-    const bool one = t > 0.5f;
-    *r = one ? s_p : s_n;
-    *f = gamma_int > 0 ? small_int_pow(one ? s_n : s_p, gamma_int)
-                       : expf(gamma * (one ? log_n : log_p));
-    return;
-  }
-  const float log_q = log_add_exp(log_p + log1pf(-t), log_n + logf(t));
-  *r = expf(log_p + log_n - log_q);
-  *f = expf(gamma * log_q);
-}
-
-// The dice loss's p̃ = (1-p)^α·p (p = σ(x)) and d p̃/dx = p̃·(σ(-x) - α·σ(x)):
-// no division by 1-p, so the derivative stays finite for α < 1 as p → 1.
-__device__ __forceinline__ void adjusted_sigmoid(float x, float alpha, bool alpha_zero,
-                                                 float* pt, float* dpt) {
-  float log_p, log_n, s_p, s_n;
-  sigmoid_terms(x, &log_p, &log_n, &s_p, &s_n);
-  if (alpha_zero) {
-    *pt = s_p;
-    *dpt = s_p * s_n;
-    return;
-  }
-  *pt = expf(log_p + alpha * log_n);
-  *dpt = *pt * (s_n - alpha * s_p);
 }
 
 // ---------------------------------------------------------------------------
@@ -138,29 +85,6 @@ __device__ __forceinline__ void store_float(__nv_bfloat16* p, float v) {
 __device__ __forceinline__ float load_operand(const Operand& o, int64_t row, int64_t col) {
   return __ldg(o.ptr + row * o.stride_r + col * o.stride_c);
 }
-
-// (row, col) of a grid-stride loop's flat index in the [R, C] view, advanced by
-// the loop's fixed stride with one compare-and-wrap, so each thread divides by
-// C once, not per element. Only worth starting when some operand needs it.
-struct RowCol {
-  int64_t row = 0, col = 0, step_r = 0, step_c = 0;
-
-  __device__ __forceinline__ void start(int64_t i, int64_t step, int64_t cols) {
-    row = i / cols;
-    col = i - row * cols;
-    step_r = step / cols;
-    step_c = step - step_r * cols;
-  }
-  __device__ __forceinline__ void advance(int64_t cols) {
-    // col, step_c < cols, so one wrap restores col < cols.
-    row += step_r;
-    col += step_c;
-    if (col >= cols) {
-      col -= cols;
-      ++row;
-    }
-  }
-};
 
 // ---------------------------------------------------------------------------
 // Deterministic reductions: a fixed shuffle tree inside each warp, then warp 0
