@@ -11,6 +11,14 @@ walk the same chunks and are counted the same way. Other kernels: largest loop b
 iteration (``_CUDA_ELEMS_PER_ITER``, default 1).
 
 GHM-C and dice rows are shown (fp32 logits, bool targets) but not budgeted.
+
+Floating 0/1 targets (issue #13): focal BCE's and ASL's ``Hot`` plans with
+float targets (fp32 logits) or the logits' half type are shown, unbudgeted.
+Their tile loop holds both paths of the per-tile branch (all targets 0/1 ->
+hard maths, else the general maths; warp-uniform, ``__all_sync``), so the
+static count above is both paths together, an upper bound on either. The
+hard path alone is about the bool-target row of the same plan and logits
+(same maths, narrower target loads), quoted in the method text.
 """
 from __future__ import annotations
 
@@ -44,7 +52,17 @@ def _cuda_hot(short: str) -> tuple[bool, bool]:
     fwd = short.startswith("_elementwise_fwd_kernel<") and short.endswith(", float, uint8_t>")
     ghmc = short.startswith("_ghmc_hist_kernel<") and short.endswith(", float, uint8_t>")
     dice = short.startswith(("_dice_fwd_kernel<", "_dice_bwd")) and "float, uint8_t" in short
-    return fwd or ghmc or dice or short == "scale_grad_kernel<float>", short in BUDGETED
+    return (fwd or ghmc or dice or _mixed(short) or short == "scale_grad_kernel<float>",
+            short in BUDGETED)
+
+
+_FLOATS = ("float", "__half", "__nv_bfloat16")
+
+
+def _mixed(short: str) -> bool:
+    """A Hot forward on floating targets (elementwise.cuh mixed()): per-tile branch."""
+    m = re.match(r"_elementwise_fwd_kernel<\w+, Hot<.*?>, (.+), (.+)>$", short)
+    return bool(m) and m.group(2) in _FLOATS
 
 
 def elems_per_iter(short: str) -> int:
@@ -116,4 +134,24 @@ def compile_cuda(source: str, gen: Path, tmp: Path, all_variants: bool) -> list[
         per_elem, method = per_element(short, instrs)
         regs, spills = usage.get(mangled, (None, None))
         rows.append(Row(short, "cuda", source, total, per_elem, method, regs, spills, budgeted))
+    _note_mixed(rows, source, funcs, names)
     return rows
+
+
+def _note_mixed(rows: list[Row], source: str, funcs, names) -> None:
+    """A mixed row's method: both paths counted; the hard path alone ~ the
+    tile loop of the same plan and logits on bool targets (uint8_t)."""
+    by_short = {_short(names[m]): instrs for m, instrs in funcs.items()}
+    for i, row in enumerate(rows):
+        if not _mixed(row.kernel):
+            continue
+        tin = re.match(r".*, (.+), (.+)>$", row.kernel).group(1)
+        bool_twin = re.sub(r", ([^,]+), ([^,]+)>$", f", {tin}, uint8_t>", row.kernel)
+        note = ("; tile loop = both paths of the per-tile hard/general branch (static, "
+                "warp-uniform)")
+        if bool_twin in by_short:
+            pe, _ = per_element(bool_twin, by_short[bool_twin])
+            if pe is not None:
+                note += f"; hard path alone ~{pe:.1f}/elem (bool-target twin)"
+        rows[i] = Row(row.kernel, row.backend, row.variant, row.instructions, row.per_element,
+                      row.method + note, row.registers, row.spills, row.budgeted)

@@ -10,8 +10,11 @@
 //   bin bins g                                                 -> Ghmc::bin_of(g)
 //   dice alpha x                                               -> "pt dpt" (dice.cuh)
 //   walk numel cols V U vector grid                            -> "ok" | "FAIL why"
-// PLAN: h0 h2 h14 hr (specialised hard-target plans) or gen; TK: i (integer
-// targets) or f (floating); alpha / ignore nan = None; numel > 0 = a mean over it.
+// PLAN: h0 h2 h14 hr (specialised hard-target plans), m0 m2 m14 mr (the same
+// plans on floating targets: a tile, see mixed_tile; prints "loss grad verdict")
+// or gen; TK: i (integer targets) or f (floating), for m*: fb / fs (the tile's
+// other targets 0/1 / one soft); alpha / ignore nan = None; numel > 0 = a mean.
+//   binary t1 .. t8                                            -> binary_targets: 1 | 0
 // ghmc: PLAN h (hard target, Ghmc::hard) or gen; per-bin weights W[b] = 1 + b/8.
 #include <cmath>
 #include <cstdio>
@@ -38,9 +41,31 @@ static double num(std::istream& in) {
   return std::strtod(s.c_str(), nullptr);
 }
 
+// A mixed plan (elementwise.cuh mixed(): a Hot plan on floating targets): the
+// element is first of a tile of kTile targets, the others 0/1 (TK fb) or with
+// one soft (fs); binary_targets decides the path for the whole tile, as the
+// kernel's warp vote does, and eval_path runs it. Prints the verdict after.
+constexpr int kTile = 8;
+static int g_verdict = -1;
+
+template <class Loss, int G>
+Element mixed_tile(const std::string& tk, const typename Loss::Consts& c, float x, float t,
+                   const float4& k) {
+  float ts[kTile] = {t, 1.f, 0.f, 1.f, -0.f, 0.f, 1.f, 0.f};
+  if (tk == "fs") ts[5] = 0.25f;
+  const bool binary = elementwise::binary_targets(ts);
+  g_verdict = binary ? 1 : 0;
+  return binary ? elementwise::eval_path<Loss, G, true>(c, x, t, k)
+                : elementwise::eval_path<Loss, G, false>(c, x, t, k);
+}
+
 template <class Loss, class Args>
-Element eval(const std::string& plan, const Args& a, const typename Loss::Consts& c, float x,
-             float t, const float4& k) {
+Element eval(const std::string& plan, const std::string& tk, const Args& a,
+             const typename Loss::Consts& c, float x, float t, const float4& k) {
+  if (plan == "m0") return mixed_tile<Loss, 0>(tk, c, x, t, k);
+  if (plan == "m2") return mixed_tile<Loss, 2>(tk, c, x, t, k);
+  if (plan == "m14") return mixed_tile<Loss, 14>(tk, c, x, t, k);
+  if (plan == "mr") return mixed_tile<Loss, -1>(tk, c, x, t, k);
   if (plan == "h0") return Loss::template hard<0>(c, x, t != 0.f, k);
   if (plan == "h2") return Loss::template hard<2>(c, x, t != 0.f, k);
   if (plan == "h14") return Loss::template hard<14>(c, x, t != 0.f, k);
@@ -56,7 +81,7 @@ static Element focal(std::istringstream& in) {
   const auto numel = static_cast<int64_t>(num(in));
   const double x = num(in), t = num(in);
   LaunchArgs<FocalBceOptions> a;
-  a.target_dtype = tk == "f" ? DType::Float32 : DType::Int64;
+  a.target_dtype = tk[0] == 'f' ? DType::Float32 : DType::Int64;
   a.numel = numel;
   a.mean = numel > 0;
   a.reduce = true;
@@ -68,7 +93,7 @@ static Element focal(std::istringstream& in) {
   a.opt.ignore_index = a.opt.has_ignore_index ? static_cast<int64_t>(ignore) : 0;
   const FocalBce::Consts c = FocalBce::consts(a);
   const float4 k = FocalBce::coef(c, c.alpha, static_cast<float>(pw), static_cast<float>(w));
-  return eval<FocalBce>(plan, a, c, static_cast<float>(x), static_cast<float>(t), k);
+  return eval<FocalBce>(plan, tk, a, c, static_cast<float>(x), static_cast<float>(t), k);
 }
 
 static Element asl(std::istringstream& in) {
@@ -80,7 +105,7 @@ static Element asl(std::istringstream& in) {
   const auto numel = static_cast<int64_t>(num(in));
   const double x = num(in), t = num(in);
   LaunchArgs<AslOptions> a;
-  a.target_dtype = tk == "f" ? DType::Float32 : DType::Int64;
+  a.target_dtype = tk[0] == 'f' ? DType::Float32 : DType::Int64;
   a.numel = numel;
   a.mean = numel > 0;
   a.reduce = true;
@@ -94,7 +119,7 @@ static Element asl(std::istringstream& in) {
   a.opt.label_smoothing = static_cast<float>(smoothing);
   const Asl::Consts c = Asl::consts(a);
   const float4 k = Asl::coef(c, c.pw, static_cast<float>(w));
-  return eval<Asl>(plan, a, c, static_cast<float>(x), static_cast<float>(t), k);
+  return eval<Asl>(plan, tk, a, c, static_cast<float>(x), static_cast<float>(t), k);
 }
 
 // One GHM-C element through the tables block_setup builds on the device.
@@ -216,8 +241,19 @@ int main() {
       ghmc(in);
       continue;
     }
+    if (what == "binary") {  // binary_targets of kTile targets
+      float ts[kTile];
+      for (float& v : ts) v = static_cast<float>(num(in));
+      std::printf("%d\n", elementwise::binary_targets(ts) ? 1 : 0);
+      continue;
+    }
+    g_verdict = -1;
     const Element e = what == "focal" ? focal(in) : asl(in);
-    std::printf("%.9g %.9g\n", e.loss, e.grad);
+    if (g_verdict >= 0) {
+      std::printf("%.9g %.9g %d\n", e.loss, e.grad, g_verdict);
+    } else {
+      std::printf("%.9g %.9g\n", e.loss, e.grad);
+    }
   }
   return 0;
 }

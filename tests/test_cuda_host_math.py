@@ -105,6 +105,11 @@ def compare(case_fn, configs, binaries):
         bad = []
         for line, (prefix, x, t, vals) in zip(out, expect):
             got = [float(v) for v in line.split()]
+            if prefix.split()[1].startswith("m"):  # a mixed tile: the path it took
+                want = prefix.split()[2] == "fb" and t in (0.0, 1.0)
+                if len(got) != 3 or got[2] != float(want):
+                    bad.append(f"{prefix} x={x} t={t}: verdict {got[2:]}, want {int(want)}")
+                got = got[:2]
             for what, g, (r, cond) in zip(("loss", "grad"), got, vals):
                 if what == "grad" and _ref_grad_inexact(prefix, x):
                     continue
@@ -141,6 +146,13 @@ def focal_configs():
                    {**kw, **per}, True, [0.0, 1.0], 1 / n if n else 1.0)
         yield (f"focal gen f {gamma!r} {_nan(alpha)} 0 nan {_nan(pw)} {_nan(w)} {n}",
                {**kw, **per}, False, SOFT, 1 / n if n else 1.0)
+        # Floating targets on the hot plans (mixed tiles): 0/1 tiles take the
+        # hard maths, a tile with a soft target the general maths.
+        for plan in ["mr"] + (["m0"] if gamma == 0 else ["m2"] if gamma == 2 else []):
+            head = f"focal {plan} %s {gamma!r} {_nan(alpha)} 0 nan {_nan(pw)} {_nan(w)} {n}"
+            yield head % "fb", {**kw, **per}, True, [0.0, 1.0], 1 / n if n else 1.0
+            yield head % "fs", {**kw, **per}, True, [0.0, 1.0], 1 / n if n else 1.0
+            yield head % "fb", {**kw, **per}, False, SOFT, 1 / n if n else 1.0
     for eps in (0.1,):  # label smoothing turns hard labels soft
         yield (f"focal gen i 2.0 0.25 {eps!r} nan 1.0 1.0 0", dict(gamma=2.0, alpha=0.25,
                label_smoothing=f32(eps)), True, [0.0, 1.0], 1.0)
@@ -159,6 +171,11 @@ def asl_configs():
         for plan in plans:
             yield f"asl {plan} i {head} 0 0", kw, True, [0.0, 1.0], 1.0
         yield f"asl gen f {head} 0 0", kw, False, SOFT, 1.0
+        if hot:  # floating targets on the hot plans (mixed tiles), as for focal
+            for plan in ["mr"] + (["m14"] if (gp, gn) == (1.0, 4.0) else []):
+                yield f"asl {plan} fb {head} 0 0", kw, True, [0.0, 1.0], 1.0
+                yield f"asl {plan} fs {head} 0 0", kw, True, [0.0, 1.0], 1.0
+                yield f"asl {plan} fb {head} 0 0", kw, False, SOFT, 1.0
         if detach and pw is None and clip:
             yield (f"asl gen f {head} 0.1 0", {**kw, "label_smoothing": f32(0.1)}, False,
                    SOFT, 1.0)
@@ -174,6 +191,43 @@ def test_asl_matches_float64(binaries, record_property):
     worst = compare(ref_asl, list(asl_configs()), binaries)
     record_property("asl_max_rel", worst)
     print(f"asl max relative error {worst:.3g}")
+
+
+def test_binary_targets(binaries):
+    """elementwise::binary_targets, the per-tile test of the float-target hot
+    plans: all 8 exactly 0 or 1 (-0 is 0); a soft value, NaN, inf, a value one
+    ulp off 0 or 1 (or a denormal) anywhere sends the tile to the general maths."""
+    odd = ["0.5", "nan", "inf", "-inf", "-1", "2", "1.0000001", "0.99999994", "1e-45", "-1e-45"]
+    lines, want = [], []
+    base = ["0", "1", "1", "0", "-0", "1", "0", "1"]
+    lines.append("binary " + " ".join(base))
+    want.append("1")
+    lines.append("binary " + " ".join(["1"] * 8))
+    want.append("1")
+    for v in odd:
+        for pos in (0, 3, 7):
+            ts = list(base)
+            ts[pos] = v
+            lines.append("binary " + " ".join(ts))
+            want.append("0")
+    got = run(binaries[0], lines)
+    bad = [f"{l}: {g}, want {w}" for l, g, w in zip(lines, got, want) if g != w]
+    assert not bad, "\n".join(bad)
+
+
+def test_mixed_tile_paths_differ(binaries):
+    """The check can fail: a soft target run through the hard maths (what a
+    wrong tile verdict would do) is caught by the float64 comparison."""
+    kw = dict(gamma=2.0, alpha=0.25, pos_weight=torch.tensor(2.5, dtype=torch.float64))
+    with pytest.raises(AssertionError, match="mismatches"):
+        compare(ref_focal, [("focal h2 f 2.0 0.25 0 nan 2.5 1.0 0", kw, False, SOFT, 1.0)],
+                binaries)
+    akw = dict(gamma_pos=1.0, gamma_neg=4.0, clip=f32(0.05), eps=1e-8,
+               detach_focal_weight=True, pos_weight=None,
+               weight=torch.tensor(f32(0.7), dtype=torch.float64))
+    with pytest.raises(AssertionError, match="mismatches"):
+        compare(ref_asl, [(f"asl h14 f 1.0 4.0 {f32(0.05)!r} 1e-08 1 nan {f32(0.7)!r} 0 0",
+                           akw, False, SOFT, 1.0)], binaries)
 
 
 def test_focal_ignore_index(binaries):

@@ -159,12 +159,16 @@ struct Asl {
     return Element{loss * f, grad, true};
   }
 
-  // The specialised plans: hard targets, focal weight detached, clip > 0 (so
-  // log p_m >= log clip needs no log-sigmoid and 1/p_m no guard); (γ₊, γ₋) =
-  // (1, 4), the defaults, or any.
+  // The hot plans also take floating targets (elementwise::mixed: each tile
+  // hard when all its targets are 0 or 1, else general()).
+  static constexpr bool kFloatHot = true;
+
+  // The specialised plans: bool (or, kFloatHot, floating) targets without
+  // smoothing, focal weight detached, clip > 0 (so log p_m >= log clip needs
+  // no log-sigmoid and 1/p_m no guard); (γ₊, γ₋) = (1, 4), the defaults, or any.
   template <class F>
   static bool hot(const Args&, const Consts& c, bool table, F&& f) {
-    if (!c.hard || !c.detach || !(c.clip > 0.f)) return false;
+    if (c.smoothing != 0.f || !c.detach || !(c.clip > 0.f)) return false;
     const bool defaults = c.gamma_pos == 1.f && c.gamma_neg == 4.f;
     using elementwise::Hot;
     using elementwise::Table;

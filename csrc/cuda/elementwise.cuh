@@ -19,6 +19,10 @@
 //   template <int G> FL_HD static Element hard(const Consts&, float x, bool one, const float4& k);
 //   FL_HD static Element general(const Consts&, float x, float t, const float4& k);
 //   template <class F> static bool hot(const Args&, const Consts&, bool table, F&& f);
+//   static constexpr bool kFloatHot;  // optional: hot plans also take floating
+//       targets (fp32 with fp32 logits, or the logits' type), tile by tile
+//       hard or general (mixed()); general() must then accept the hot plans'
+//       coefficients and need no count (no ignore_index)
 // `coef` (float4) is the loss's per-class coefficients (lanes the loss defines;
 // .x/.y the positive and negative factors of a hard target). `hot` calls
 // f(Hot<G, Ops>{}) for a specialised plan, or returns false for the general one.
@@ -54,6 +58,8 @@ struct Strided {};
 
 // A specialised plan: hard 0/1 targets, focal exponent G (loss-defined: 0, a
 // small integer, or -1 for any γ), two 16-byte vectors per thread for fp32.
+// With floating targets (mixed()) each warp picks the hard or general maths
+// per tile.
 template <int G, class O>
 struct Hot {
   static constexpr bool kHard = true, kWide = true;
@@ -98,11 +104,44 @@ struct Scratch {
   float4* table = nullptr;    // [C + 8] per-class coefficients, Table plans
 };
 
-template <class Loss, class Plan, typename TT>
+// A Hot plan on floating targets (float, or the logits' half type): each tile
+// tests its targets (binary_targets, then __all_sync over the warp) and runs
+// the hard maths (t = target != 0) when all are exactly 0 or 1, else the
+// general maths on the same coefficients. Bool targets: always the hard maths.
+template <class Plan, typename TT>
+__host__ __device__ constexpr bool mixed() {
+  return Plan::kHard && !std::is_integral<TT>::value;
+}
+
+// Whether every target of a thread's tile is exactly 0 or 1 (-0 counts as 0;
+// NaN, ±inf and anything soft do not). Host-callable: tested on the CPU.
+template <int N>
+FL_HD bool binary_targets(const float (&t)[N]) {
+  bool ok = true;
+#pragma unroll
+  for (int k = 0; k < N; ++k) ok = ok & ((t[k] == 0.f) | (t[k] == 1.f));
+  return ok;
+}
+
+// One element by one of the two paths (kHardPath), the target already a float.
+// Host-callable: tests/cuda_host_math.cu runs float-target tiles through it.
+template <class Loss, int G, bool kHardPath>
+FL_HD Element eval_path(const typename Loss::Consts& c, float x, float t, const float4& k) {
+  if constexpr (kHardPath) {
+    return Loss::template hard<G>(c, x, t != 0.f, k);
+  } else {
+    return Loss::general(c, x, t, k);
+  }
+}
+
+// kPath: 1 the hard maths, 0 the general, -1 the plan's own (bool targets: hard).
+template <class Loss, class Plan, int kPath, typename TT>
 __device__ __forceinline__ Element eval(const typename Loss::Consts& c, float x, TT t,
                                         const float4& k) {
-  if constexpr (Plan::kHard) {
+  if constexpr (Plan::kHard && kPath != 0 && !mixed<Plan, TT>()) {
     return Loss::template hard<Plan::kGamma>(c, x, t != TT(0), k);
+  } else if constexpr (Plan::kHard && kPath == 1) {
+    return eval_path<Loss, Plan::kGamma, true>(c, x, device::to_float(t), k);
   } else {
     return Loss::general(c, x, device::to_float(t), k);
   }
@@ -134,7 +173,9 @@ __device__ __forceinline__ void run_chunks(const LaunchArgs<typename Loss::Optio
     float sum = 0.f;
     int32_t kept = 0;
     // One element: its coefficients, maths and contribution; returns the value stored.
-    auto one = [&](float x, TT t, float go, int32_t col, int32_t r) -> float {
+    // path: std::integral_constant<int, kPath> (eval).
+    auto one = [&](auto path, float x, TT t, float go, int32_t col, int32_t r) -> float {
+      constexpr int kPath = decltype(path)::value;
       float4 k;
       if constexpr (std::is_same<Ops, Uniform>::value) k = c.coef;
       if constexpr (std::is_same<Ops, Table>::value) k = __ldg(table + col);
@@ -142,7 +183,7 @@ __device__ __forceinline__ void run_chunks(const LaunchArgs<typename Loss::Optio
         const Pos p = pos_after(start, r, cols);
         k = Loss::load_coef(a, c, p.row, p.col);
       }
-      const Element e = eval<Loss, Plan>(c, x, t, k);
+      const Element e = eval<Loss, Plan, kPath>(c, x, t, k);
       if constexpr (M == Mode::None) return e.loss;
       if constexpr (M == Mode::Backward) return e.grad * go;
       sum += e.loss;
@@ -160,15 +201,32 @@ __device__ __forceinline__ void run_chunks(const LaunchArgs<typename Loss::Optio
             tv[u] = load_pack<TT, V>(tp + i0 + u * kSub);
             if constexpr (M == Mode::Backward) gv[u] = load_pack<TIn, V>(gop + i0 + u * kSub);
           }
+          auto maths = [&](auto path) {
 #pragma unroll
-          for (int u = 0; u < U; ++u) {
+            for (int u = 0; u < U; ++u) {
 #pragma unroll
-            for (int k = 0; k < V; ++k) {
-              const float go = M == Mode::Backward ? device::to_float(gv[u].v[k]) : 0.f;
-              const float v = one(device::to_float(xv[u].v[k]), tv[u].v[k], go,
-                                  kCols ? cs[u] + k : 0, r0 + u * kSub + k);
-              ov[u].v[k] = device::from_float<TIn>(v);
+              for (int k = 0; k < V; ++k) {
+                const float go = M == Mode::Backward ? device::to_float(gv[u].v[k]) : 0.f;
+                const float v = one(path, device::to_float(xv[u].v[k]), tv[u].v[k], go,
+                                    kCols ? cs[u] + k : 0, r0 + u * kSub + k);
+                ov[u].v[k] = device::from_float<TIn>(v);
+              }
             }
+          };
+          if constexpr (mixed<Plan, TT>()) {
+            // Every lane of the block runs every whole tile: a full-warp vote.
+            float tf[U * V];
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+#pragma unroll
+              for (int k = 0; k < V; ++k) tf[u * V + k] = device::to_float(tv[u].v[k]);
+            if (__all_sync(0xffffffffu, binary_targets(tf))) {
+              maths(std::integral_constant<int, 1>{});
+            } else {
+              maths(std::integral_constant<int, 0>{});
+            }
+          } else {
+            maths(std::integral_constant<int, -1>{});
           }
           if (write) {
 #pragma unroll
@@ -177,7 +235,9 @@ __device__ __forceinline__ void run_chunks(const LaunchArgs<typename Loss::Optio
         },
         [&](int64_t i, int32_t r, int32_t col) {
           const float go = M == Mode::Backward ? device::load_float(gop + i) : 0.f;
-          const float v = one(device::load_float(xp + i), tp[i], go, col, r);
+          // A mixed plan's tail: the general maths, right for any target.
+          const float v = one(std::integral_constant<int, mixed<Plan, TT>() ? 0 : -1>{},
+                              device::load_float(xp + i), tp[i], go, col, r);
           if (write) device::store_float(op + i, v);
         });
     if constexpr (M == Mode::Reduce) {
@@ -215,8 +275,15 @@ __device__ __forceinline__ void run_block(const LaunchArgs<typename Loss::Option
   }
 }
 
+// Blocks per SM the forward asks ptxas to fit: the mixed plans' two paths
+// spilled at its default 64 registers; 0 (as if unspecified) for the others.
+template <class Plan, typename TT>
+constexpr int fwd_min_blocks() {
+  return mixed<Plan, TT>() ? 3 : 0;
+}
+
 template <class Loss, class Plan, typename TIn, typename TT>
-__global__ void __launch_bounds__(kBlock) _elementwise_fwd_kernel(
+__global__ void __launch_bounds__(kBlock, (fwd_min_blocks<Plan, TT>())) _elementwise_fwd_kernel(
     const LaunchArgs<typename Loss::Options> a, const typename Loss::Consts c, const Walk w,
     const Scratch s) {
   run_block<Mode::Reduce, Loss, Plan, TIn, TT>(a, c, w, s);

@@ -106,11 +106,33 @@ OpsKind ops_kind(const LaunchArgs<typename Loss::Options>& a) {
   return per_class && a.cols <= kMaxTableCols ? OpsKind::Table : OpsKind::Strided;
 }
 
-// Whether a specialised plan runs (Forward with a reduction, bool targets).
+// Whether the loss's hot plans take floating targets (Loss::kFloatHot).
+template <class Loss, class = void>
+struct FloatHot : std::false_type {};
+template <class Loss>
+struct FloatHot<Loss, std::void_t<decltype(Loss::kFloatHot)>>
+    : std::integral_constant<bool, Loss::kFloatHot> {};
+
+// The target types a hot plan is instantiated for, given the logits': bool,
+// and with kFloatHot fp32 (fp32 logits) or the logits' own type.
+template <class Loss, typename TIn, typename TT>
+constexpr bool hot_pair() {
+  return std::is_same<TT, uint8_t>::value ||
+         (FloatHot<Loss>::value && std::is_same<TT, TIn>::value);
+}
+template <class Loss>
+bool hot_target(DType input, DType target) {
+  return target == DType::UInt8 || (FloatHot<Loss>::value && target == input);
+}
+
+// Whether a specialised plan runs (Forward with a reduction, bool targets or,
+// with kFloatHot, floating ones; the loss's hot() says which options).
 template <class Loss>
 bool takes_hot(const LaunchArgs<typename Loss::Options>& a, const typename Loss::Consts& c,
                Pass pass, OpsKind kind) {
-  if (pass != Pass::Forward || !a.reduce || a.target_dtype != DType::UInt8) return false;
+  if (pass != Pass::Forward || !a.reduce || !hot_target<Loss>(a.input_dtype, a.target_dtype)) {
+    return false;
+  }
   if (kind == OpsKind::Strided) return false;
   return Loss::hot(a, c, kind == OpsKind::Table, [](auto) {});
 }
@@ -197,10 +219,11 @@ void run(const LaunchArgs<typename Loss::Options>& a, Pass pass, void* stream) {
       _class_table_kernel<Loss><<<blocks, kBlock, 0, s>>>(a, c, sc.table);
       launch::check_launch("_class_table_kernel");
     }
-    return forward(a, stem, "_elementwise_fwd_kernel", w.n_chunks, r, s, [&](auto in, auto) {
-      Loss::hot(a, c, kind == OpsKind::Table, [&](auto plan) {
-        issue(plan, Red{}, in, launch::Tag<uint8_t>{});
-      });
+    return forward(a, stem, "_elementwise_fwd_kernel", w.n_chunks, r, s, [&](auto in, auto tt) {
+      // takes_hot admitted only these pairs: naming no other keeps the kernel count down.
+      if constexpr (hot_pair<Loss, typename decltype(in)::type, typename decltype(tt)::type>()) {
+        Loss::hot(a, c, kind == OpsKind::Table, [&](auto plan) { issue(plan, Red{}, in, tt); });
+      }
     });
   }
   forward(a, stem, "_elementwise_fwd_kernel", w.n_chunks, r, s, [&](auto in, auto tt) {

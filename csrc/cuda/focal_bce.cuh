@@ -123,10 +123,15 @@ struct FocalBce {
     return Element{keep ? e.loss : 0.f, keep ? e.grad : 0.f, keep};
   }
 
-  // The specialised plans: hard targets without ignore_index; γ 0, 2 or any.
+  // The hot plans also take floating targets (elementwise::mixed: each tile
+  // hard when all its targets are 0 or 1, else general()).
+  static constexpr bool kFloatHot = true;
+
+  // The specialised plans: bool (or, kFloatHot, floating) targets without
+  // smoothing or ignore_index; γ 0, 2 or any.
   template <class F>
   static bool hot(const Args&, const Consts& c, bool table, F&& f) {
-    if (!c.hard || c.ignore) return false;
+    if (c.smoothing != 0.f || c.ignore) return false;
     const int g = c.gamma == 0.f ? 0 : c.gamma == 2.f ? 2 : -1;
     using elementwise::Hot;
     using elementwise::Table;
