@@ -60,6 +60,7 @@ def _triton_cases():
     cases.append(("asl float_t fwd", asl._asl_kernel, *forward(p, s, f), False,
                   "fp32 x, fp32 t (hard and soft paths), pos_weight[C], defaults"))
     cases += _ghmc_dice_cases(x, t, options, forward)
+    cases += _rows_cases(options)
     one = torch.empty((), **meta)
     cases.append(("scale_grad", _scale._scale_grad_kernel, [x, one, one, x.numel()],
                   dict(BLOCK=_scale.BLOCK), _scale.NUM_WARPS, False,
@@ -97,11 +98,55 @@ def _ghmc_dice_cases(x, t, options, forward):
     return cases
 
 
+ROWS_SHAPE = (65536, 270)
+
+
+def _rows_cases(options):
+    """The row kernels of softmax focal and DSC for C <= TILE_MAX_C (unbudgeted,
+    issue #14) at ROWS_SHAPE, fp32 logits, int64 targets, mean with the
+    gradient, built by the launchers' own ``_launch_args`` and ``rows_plan``.
+    Per element is per lane of the [ROWS, BLOCK_C] tile: at C = 270 in a
+    512-wide row 270/512 lanes are real, so per real element is x512/270."""
+    import torch
+    from fused_losses.spec.dsc import SPEC as DSC
+    from fused_losses.spec.softmax_focal import SPEC as SF
+    from fused_losses.triton import _softmax, dsc, softmax_focal
+    from fused_losses.triton._launch import rows_plan
+
+    R, C = ROWS_SHAPE
+    meta = dict(device="meta")
+    x = torch.empty(R, C, **meta)
+    y = torch.empty(R, dtype=torch.int64, **meta)
+    alpha = torch.empty(C, **meta)
+    den = torch.empty(2, **meta)
+    real = f"per real element x{512 / C:.2f} (C={C} of BLOCK_C 512)"
+    cases = []
+    for name, a, variant in [
+            ("softmax_focal_rows_fwd", None, "no alpha"),
+            ("softmax_focal_rows alpha fwd", alpha, "alpha[C]")]:
+        kernel, rows, p, s, f = softmax_focal._launch_args(x, y, a, options(SF, gamma=2.0))
+        *_, args, ce = rows_plan(x, y, rows, p, s, f, "mean", True, den)
+        cases.append((name, kernel, list(args), _tile(ce), ce["num_warps"], False,
+                      f"fp32 x, int64 y, {variant}, gamma=2, ignore_index, mean+grad "
+                      f"(divisor from the pre-pass); {real}"))
+    kernel, rows, p, s, f = dsc._launch_args(x, y, options(DSC))
+    *_, args, ce = rows_plan(x, y, rows, p, s, f, "mean", True)
+    cases.append(("dsc_rows_fwd", kernel, list(args), _tile(ce), ce["num_warps"], False,
+                  f"fp32 x, int64 y, defaults (alpha 1, smooth 1), mean+grad; {real}"))
+    cases.append(("softmax_rows_weights", _softmax._row_weight_sum_kernel,
+                  [y, alpha, den, R, C, -100], dict(HAS_A=True, HAS_IGNORE=True,
+                                                    BLOCK=_softmax.WEIGHT_BLOCK), 8, False,
+                  "the mean's divisor pre-pass: int64 y, alpha[C]; per target, not per "
+                  "logit"))
+    return cases
+
+
 def _tile(constexprs):
     """The kernel's constexprs plus TILE_ELEMS = BLOCK_R·BLOCK_C (a 2-D loop tile:
     ``compile_triton`` divides by its elements per thread); num_warps out."""
     ce = {k: v for k, v in constexprs.items() if k != "num_warps"}
-    return dict(ce, TILE_ELEMS=ce["BLOCK_R"] * ce["BLOCK_C"])
+    rows = ce.get("BLOCK_R", ce.get("ROWS"))
+    return dict(ce, TILE_ELEMS=rows * ce["BLOCK_C"])
 
 
 def compile_triton(name, kernel, args, constexprs, num_warps, budgeted, variant, tmp: Path):

@@ -9,9 +9,11 @@ whose forward and backward share a body, told apart by the BACKWARD constexpr:
   ``kernel(*pointers, out, grad, part, scale, gout, numel, tiles, *sizes,
   grad_scale, REDUCE=, WRITE_GRAD=, BACKWARD=, COUNT=, FINAL=, MEAN=, **flags)``,
   epilogues in ``_reduce.py``;
-- rows (softmax_focal, dsc), one class-index row per program:
-  ``kernel(*pointers, rows, w, grad, gout, *sizes, grad_scale, WRITE_GRAD=,
-  WRITE_W=, BACKWARD=, **flags)``.
+- rows (softmax_focal, dsc): each program handles ``tiles`` tiles of ROWS
+  class-index rows (ROWS = 1 for the online kernels of large C):
+  ``kernel(*pointers, out, grad, gout, den, n_rows, tiles, *sizes, grad_scale,
+  WRITE_GRAD=, REDUCE=, BACKWARD=, DEV_SCALE=, ROWS=, **flags)``; ``out``
+  holds one partial per program (``mean``/``sum``) or one loss per row.
 
 The slots a mode never touches get a tensor of the call as a placeholder: a
 pointer the kernel only reads (the input) where it reads, and the written
@@ -25,7 +27,9 @@ import triton
 from torch.library import wrap_triton
 
 from .._layout import as_rows, contiguous_target, fused_outputs, row_outputs, rows_cols
-from ._reduce import launch_sum_partials, launch_sum_rows
+from ._reduce import launch_sum_partials
+from ._softmax import launch_finish_rows
+from ._softmax import tiles_per_program as row_tiles
 
 BLOCK = 1024          # elements per tile of the elementwise kernels
 NUM_WARPS = 4
@@ -148,39 +152,61 @@ def elementwise_backward(kernel, grad_output, input, pointers, sizes, flags):
     return grad_input
 
 
+def _row_tiles(rows: int, rows_per_tile: int) -> int:
+    """Row tiles per program; ROWS = 1 marks the online kernels: one row each."""
+    return 1 if rows_per_tile == 1 else row_tiles(rows, rows_per_tile)
+
+
+def rows_plan(input, target, rows: int, pointers, sizes, flags, reduction: str,
+              compute_grad: bool, den=None):
+    """Buffers and launch of a rows forward: ``(out, grad, scale, part, grid, args,
+    constexprs)``; shared with ``bench/_sass_triton.py``."""
+    reduce = reduction != "none"
+    out, grad, scale = row_outputs(input, target, reduction, compute_grad)
+    tiles = _row_tiles(rows, flags["ROWS"])
+    n_prog = triton.cdiv(rows, flags["ROWS"] * tiles)
+    part = torch.empty((n_prog,), dtype=torch.float32, device=input.device) if reduce else out
+    grad_scale = 1.0 / rows if (reduction == "mean" and den is None and rows) else 1.0
+    args = (*pointers, part, grad, pointers[0], pointers[0] if den is None else den, rows, tiles,
+            *sizes, grad_scale)
+    constexprs = dict(WRITE_GRAD=reduce and compute_grad, REDUCE=reduce, BACKWARD=False,
+                      DEV_SCALE=den is not None, **flags)
+    return out, grad, scale, part, (n_prog,), args, constexprs
+
+
 def rows_forward(kernel, input, target, rows: int, pointers, sizes, flags, reduction: str,
-                 compute_grad: bool, weighted: bool):
+                 compute_grad: bool, den=None):
     """``(loss, grad, scale)`` of a rows kernel (protocol of ops/_protocols.py).
 
-    ``weighted``: a mean divides by the sum of per-row weights the kernel
-    writes, so ``scale`` is its inverse; else by the row count, folded into
-    ``grad`` (scale 1).
+    Each program handles ``tiles`` consecutive tiles of ``flags["ROWS"]`` rows
+    (``_softmax.tiles_per_program``: a function of the shape alone) and, for
+    ``mean``/``sum``, writes one fp32 partial; one program then sums the
+    partials in program order. The gradient is written final: a mean's divisor
+    is ``den`` (2 fp32 on the device: Σ weights and its inverse, from
+    ``_softmax.launch_row_weights``) or, when ``den`` is None, the row count.
+    So ``scale`` is always 1.
     """
-    reduce = reduction != "none"
-    mean = reduction == "mean"
-    device = input.device
-    out, grad, scale = row_outputs(input, target, reduction, compute_grad)
-    per_row = torch.empty((rows,), dtype=torch.float32, device=device) if reduce else out
-    w = torch.empty((rows,), dtype=torch.float32, device=device) if (mean and weighted) else None
-    grad_scale = 1.0 / rows if (mean and not weighted and rows) else 1.0
-    if rows:
-        wrap_triton(kernel)[(rows,)](
-            *pointers, per_row, per_row if w is None else w, grad, pointers[0], *sizes,
-            grad_scale, WRITE_GRAD=reduce and compute_grad, WRITE_W=w is not None,
-            BACKWARD=False, **flags)
+    out, grad, scale, part, grid, args, constexprs = rows_plan(
+        input, target, rows, pointers, sizes, flags, reduction, compute_grad, den)
+    if grid[0]:
+        wrap_triton(kernel)[grid](*args, **constexprs)
+    reduce, mean = reduction != "none", reduction == "mean"
     if reduce:
-        launch_sum_rows(wrap_triton, per_row, w, out, scale, mean)
+        launch_finish_rows(wrap_triton, part, grid[0], den, out, scale, rows,
+                           0 if not mean else (1 if den is None else 2))
     else:
         scale.fill_(1.0)
     return out, grad, scale
 
 
 def rows_backward(kernel, grad_output, input, rows: int, pointers, sizes, flags):
-    """d(Σ grad_output·loss)/d(input) of ``reduction="none"``, one row per program."""
+    """d(Σ grad_output·loss)/d(input) of ``reduction="none"``, in one pass."""
     grad_input = torch.empty(input.shape, dtype=input.dtype, device=input.device)
-    if rows:
+    tiles = _row_tiles(rows, flags["ROWS"])
+    n_prog = triton.cdiv(rows, flags["ROWS"] * tiles)
+    if n_prog:
         gin = grad_input
-        wrap_triton(kernel)[(rows,)](
-            *pointers, gin, gin, gin, grad_output.contiguous(), *sizes, 1.0,
-            WRITE_GRAD=True, WRITE_W=False, BACKWARD=True, **flags)
+        wrap_triton(kernel)[(n_prog,)](
+            *pointers, gin, gin, grad_output.contiguous(), pointers[0], rows, tiles, *sizes,
+            1.0, WRITE_GRAD=True, REDUCE=False, BACKWARD=True, DEV_SCALE=False, **flags)
     return grad_input
