@@ -17,7 +17,7 @@ in 1 - p_y from s_other / s, never as p_y - 1).
 import triton
 import triton.language as tl
 
-from ._math import LOG2E, log1p_mid
+from ._math import LOG2E, fast_rcp, log1p_mid, log_unit
 
 
 @triton.jit
@@ -237,6 +237,16 @@ def log_p_target(x_y, m, log_s, s_other):
     """log p_y without cancellation: for p_y >= 1/2 (e_y >= s_other) it is
     -log1p(s_other / e_y), keeping its digits as p_y -> 1 where
     x_y - m - log s would lose them; else x_y - m - log s (|log p_y| > ln 2)."""
-    r = s_other / tl.exp2((x_y - m) * LOG2E)
+    r = s_other * fast_rcp(tl.exp2((x_y - m) * LOG2E))
     near = -log1p_mid(tl.minimum(r, 1.0))
     return tl.where(r <= 1.0, near, tl.minimum(x_y - m - log_s, 0.0))
+
+
+@triton.jit
+def row_logs(s, s_other):
+    """(log s, log s_other) of the per-row sums with ``lg2.approx`` on the GPU
+    (absolute error ~2e-7: both feed differences or exponents, never a log1p
+    of a tiny value); log 0 = -inf (every other class underflowed)."""
+    log_s = log_unit(s, True) + (s - s)  # + 0, or NaN from a NaN logit (the split path's bits)
+    log_o = tl.where(s_other > 0.0, log_unit(tl.maximum(s_other, 1e-38), True), float("-inf"))
+    return log_s, log_o

@@ -20,27 +20,29 @@ from torch.library import triton_op
 
 from ..spec.dsc import SPEC
 from ._launch import rows_backward, rows_forward
-from ._softmax import (TILE_MAX_C, block_c, log_p_target, online_row_stats, target_logit,
-                       tile_grad, tile_rows, tile_shape, tile_softmax, write_row_grad)
+from ._math import LOG2E, fast_rcp
+from ._softmax import (TILE_MAX_C, block_c, log_p_target, online_row_stats, row_logs,
+                       target_logit, tile_grad, tile_rows, tile_shape, tile_softmax,
+                       write_row_grad)
 
 
 @triton.jit
 def _dsc_terms(x_y, m, s, s_other, alpha, smooth, ALPHA_ZERO: tl.constexpr):
     """Per-row (scalars or [ROWS] vectors): ``(loss, K)``."""
-    log_s = tl.log(s)
-    p = tl.exp(log_p_target(x_y, m, log_s, s_other))
-    log_q = tl.log(s_other) - log_s
-    q = s_other / s
+    log_s, log_o = row_logs(s, s_other)
+    p = tl.exp2(log_p_target(x_y, m, log_s, s_other) * LOG2E)
+    q = s_other * fast_rcp(s)
     if ALPHA_ZERO:
         q_a = tl.full(p.shape, 1.0, tl.float32)
     else:
-        q_a = tl.exp(alpha * log_q)
+        q_a = tl.exp2((alpha * LOG2E) * (log_o - log_s))
     p_t = q_a * p
     den = p_t + 1.0 + smooth
     # L = (1 - p~)/den, and 1 - p~ = (1 - q^α) + q^α·q: no cancellation as p -> 1
     # (α = 0: exactly q), where 1 - (2p~ + s)/den would keep none of its digits.
-    loss = ((1.0 - q_a) + q_a * q) / den
-    k = -(2.0 + smooth) / (den * den) * p * q_a * (q - alpha * p)
+    inv_den = fast_rcp(den)
+    loss = ((1.0 - q_a) + q_a * q) * inv_den
+    k = -(2.0 + smooth) * (inv_den * inv_den) * p * q_a * (q - alpha * p)
     return loss, k
 
 
@@ -66,7 +68,7 @@ def _dsc_rows_kernel(x_ptr, t_ptr, out_ptr, g_ptr, gout_ptr, den_ptr, N, tiles, 
             if BACKWARD:
                 scale = tl.load(gout_ptr + row, mask=live, other=0.0).to(tl.float32)
             k = k * tl.where(in_range, scale, float("nan"))
-            g = tile_grad(e, is_y, 1.0 / s, s_other, tl.zeros_like(k), -k, k)
+            g = tile_grad(e, is_y, fast_rcp(s), s_other, tl.zeros_like(k), -k, k)
             tl.store(g_ptr + base[:, None] + cols[None, :], g.to(g_ptr.dtype.element_ty),
                      mask=mask)
         if not BACKWARD:

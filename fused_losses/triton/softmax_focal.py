@@ -25,9 +25,10 @@ from torch.library import triton_op, wrap_triton
 from .._layout import class_layout
 from ..spec.softmax_focal import SPEC
 from ._launch import rows_backward, rows_forward
+from ._math import LOG2E, fast_rcp
 from ._softmax import (TILE_MAX_C, block_c, class_row_base, launch_row_weights,
-                       log_p_target, online_row_stats, target_logit, tile_grad, tile_rows,
-                       tile_shape, tile_softmax, write_row_grad)
+                       log_p_target, online_row_stats, row_logs, target_logit, tile_grad,
+                       tile_rows, tile_shape, tile_softmax, write_row_grad)
 
 
 @triton.jit
@@ -35,7 +36,7 @@ def _focal_terms(x_y, m, s, s_other, ax, a_sum, w_y, gamma, smoothing, n_cls,
                  SMOOTH: tl.constexpr, GAMMA_ZERO: tl.constexpr):
     """Per-row (scalars or [ROWS] vectors): ``(loss, c_p, c_r, c_a, c_y)`` of the
     gradient form in ``_softmax.py``."""
-    log_s = tl.log(s)
+    log_s, log_o = row_logs(s, s_other)
     lse = m + log_s
     log_py = log_p_target(x_y, m, log_s, s_other)
     ce = -w_y * log_py
@@ -45,16 +46,16 @@ def _focal_terms(x_y, m, s, s_other, ax, a_sum, w_y, gamma, smoothing, n_cls,
         f = tl.full(ce.shape, 1.0, tl.float32)
         big_g = tl.zeros_like(ce)
     else:
-        f = tl.exp(gamma * (tl.log(s_other) - log_s))
-        big_g = gamma * f * tl.exp(log_py) * ce
+        f = tl.exp2((gamma * LOG2E) * (log_o - log_s))
+        big_g = gamma * f * tl.exp2(log_py * LOG2E) * ce
     c_p = f * (1.0 - smoothing) * w_y
     # g_y = c_p·(p_y - 1) - G (+ the smoothing's p_y term): 1 - p_y = s_other/s.
-    c_y = -(c_p * (s_other / s) + big_g)
+    c_y = -(c_p * (s_other * fast_rcp(s)) + big_g)
     c_a = tl.zeros_like(ce)
     if SMOOTH:
         c_smooth = f * smoothing * a_sum / n_cls
         c_p += c_smooth
-        c_y += c_smooth * tl.exp(log_py)
+        c_y += c_smooth * tl.exp2(log_py * LOG2E)
         c_a = f * smoothing / n_cls
     return f * ce, c_p, big_g, c_a, c_y
 
@@ -108,7 +109,7 @@ def _softmax_focal_rows_kernel(x_ptr, t_ptr, a_ptr, out_ptr, g_ptr, gout_ptr, de
             if BACKWARD:
                 scale = tl.load(gout_ptr + row, mask=live, other=0.0).to(tl.float32)
             scale = tl.where(in_range, scale, float("nan"))
-            g = tile_grad(e, is_y, 1.0 / s, s_other, c_p * scale, c_r * scale, c_y * scale)
+            g = tile_grad(e, is_y, fast_rcp(s), s_other, c_p * scale, c_r * scale, c_y * scale)
             if SMOOTH:
                 if HAS_A:
                     g -= (c_a * scale)[:, None] * a_row[None, :]
