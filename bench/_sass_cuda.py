@@ -29,6 +29,7 @@ from pathlib import Path
 from .sass_check import ROOT, Row, _branch_target, demangle, nvcc_path, parse_ptxas, sass_of
 
 CUDA_SOURCES = ("focal_bce.cu", "asl.cu", "ghmc.cu", "dice.cu", "scale.cu")
+BUDGETED_SOURCES = ("focal_bce.cu", "asl.cu")  # hold the budgeted kernels (--budgeted-only)
 _CUDA_ELEMS_PER_ITER = {"scale_grad_kernel<float>": 4}  # main-loop elements (default 1)
 CHUNK_PER_THREAD = 8192 // 256  # elementwise.cuh kChunk / kBlock
 # The hot configurations (#13): focal gamma=2 with pos_weight[C] and

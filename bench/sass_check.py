@@ -206,13 +206,15 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="only kernels whose name contains this")
     ap.add_argument("--all-variants", action="store_true",
                     help="every CUDA template instantiation, not just fp32/bool forwards")
+    ap.add_argument("--budgeted-only", action="store_true",
+                    help="only the budgeted kernels (and the CUDA sources holding them): CI")
     ap.add_argument("--clock-ghz", type=float, default=CLOCK_GHZ)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead")
     args = ap.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)  # the interpreter's kernels cannot compile
     sys.path.insert(0, str(ROOT))
 
-    from ._sass_cuda import CUDA_SOURCES, compile_cuda
+    from ._sass_cuda import BUDGETED_SOURCES, CUDA_SOURCES, compile_cuda
     from ._sass_triton import _triton_cases, compile_triton
 
     rows: list[Row] = []
@@ -224,7 +226,8 @@ def main(argv=None) -> int:
                 cases = _triton_cases()
             except Exception as e:  # noqa: BLE001 - reported, then the CUDA half runs
                 cases, _ = [], errors.append(f"triton cases: {type(e).__name__}: {e}")
-            for case in [c for c in cases if not args.only or args.only in c[0]]:
+            for case in [c for c in cases if (not args.only or args.only in c[0])
+                         and (c[5] or not args.budgeted_only)]:
                 try:
                     rows.append(compile_triton(*case, tmp=tmp))
                 except Exception as e:  # noqa: BLE001
@@ -233,7 +236,8 @@ def main(argv=None) -> int:
             gen = tmp / "generated"  # the options header the build generates
             codegen = subprocess.run([sys.executable, str(ROOT / "fused_losses" / "_codegen.py"),
                                       str(gen)], capture_output=True, text=True, timeout=120)
-            for source in CUDA_SOURCES if codegen.returncode == 0 else ():
+            sources = BUDGETED_SOURCES if args.budgeted_only else CUDA_SOURCES
+            for source in sources if codegen.returncode == 0 else ():
                 try:
                     rows += [r for r in compile_cuda(source, gen, tmp, args.all_variants)
                              if not args.only or args.only in r.kernel]
