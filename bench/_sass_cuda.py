@@ -12,6 +12,15 @@ iteration (``_CUDA_ELEMS_PER_ITER``, default 1).
 
 GHM-C and dice rows are shown (fp32 logits, bool targets) but not budgeted.
 
+Warp-per-row softmax focal / DSC kernels (issue 14, csrc/cuda/rows_warp.cuh):
+the C=270 bucket (K=16 columns per lane), fp32 and bf16 logits, pairs (V=2,
+even C) and scalar (V=1), no label smoothing, are shown, unbudgeted. A row
+is the body of the row loop (every runtime branch in it: all K/V column
+steps, the ignored-row path, the partial and `none` stores); per element is
+that body / K (a padded slot of the bucket), and the method text adds the
+same body over the 270/32 real columns per lane of C=270, an upper bound
+there since column steps wholly past C are skipped at run time.
+
 Floating 0/1 targets (issue #13): focal BCE's and ASL's ``Hot`` plans with
 float targets (fp32 logits) or the logits' half type are shown, unbudgeted.
 Their tile loop holds both paths of the per-tile branch (all targets 0/1 ->
@@ -28,7 +37,8 @@ from pathlib import Path
 
 from .sass_check import ROOT, Row, _branch_target, demangle, nvcc_path, parse_ptxas, sass_of
 
-CUDA_SOURCES = ("focal_bce.cu", "asl.cu", "ghmc.cu", "dice.cu", "scale.cu")
+CUDA_SOURCES = ("focal_bce.cu", "asl.cu", "ghmc.cu", "dice.cu", "scale.cu", "softmax_focal.cu",
+                "dsc.cu")
 BUDGETED_SOURCES = ("focal_bce.cu", "asl.cu")  # hold the budgeted kernels (--budgeted-only)
 _CUDA_ELEMS_PER_ITER = {"scale_grad_kernel<float>": 4}  # main-loop elements (default 1)
 CHUNK_PER_THREAD = 8192 // 256  # elementwise.cuh kChunk / kBlock
@@ -43,7 +53,7 @@ _SIZE = {"float": 4, "__half": 2, "__nv_bfloat16": 2, "double": 8, "uint8_t": 1,
 def _short(pretty: str) -> str:
     """``_elementwise_fwd_kernel<FocalBce, Hot<2, Table>, float, uint8_t>``."""
     s = pretty.replace("(anonymous namespace)::", "").replace("fused_losses::", "")
-    s = s.replace("elementwise::", "").replace("void ", "")
+    s = s.replace("elementwise::", "").replace("warp_rows::", "").replace("void ", "")
     return s.split("(")[0].replace("unsigned char", "uint8_t")
 
 
@@ -53,8 +63,33 @@ def _cuda_hot(short: str) -> tuple[bool, bool]:
     fwd = short.startswith("_elementwise_fwd_kernel<") and short.endswith(", float, uint8_t>")
     ghmc = short.startswith("_ghmc_hist_kernel<") and short.endswith(", float, uint8_t>")
     dice = short.startswith(("_dice_fwd_kernel<", "_dice_bwd")) and "float, uint8_t" in short
-    return (fwd or ghmc or dice or _mixed(short) or short == "scale_grad_kernel<float>",
-            short in BUDGETED)
+    return (fwd or ghmc or dice or _mixed(short) or _warp_row(short) is not None
+            or short == "scale_grad_kernel<float>", short in BUDGETED)
+
+
+_WARP_ROW = re.compile(r"_warp_rows_kernel<\w+, (float|__nv_bfloat16), (\d+), (\d+), false>$")
+WARP_ROW_SHOWN_K = 16  # the bucket of C = 270 (257..512 columns)
+
+
+def _warp_row(short: str) -> int | None:
+    """K (columns per lane) of a shown warp-row kernel, else None."""
+    m = _WARP_ROW.match(short)
+    return int(m.group(2)) if m and int(m.group(2)) == WARP_ROW_SHOWN_K else None
+
+
+def _warp_row_per_element(short: str, found) -> tuple[float | None, str] | None:
+    """The row loop (largest loop nested in the chunk loop) / K slots per lane."""
+    m = re.match(r"_warp_rows_kernel<\w+, .+?, (\d+), (\d+), \w+>$", short)
+    if not m:
+        return None
+    k = int(m.group(1))
+    outer = max(found, key=lambda l: l[2])
+    inner = [l for l in found if l != outer and outer[0] <= l[0] and l[1] <= outer[1]]
+    row = max(inner, key=lambda l: l[2]) if inner else outer
+    real = 270 / 32
+    return row[2] / k, (f"row loop body {row[2]} (static: every runtime branch) / {k} "
+                        f"slots per lane; / {real:.2f} real columns per lane at C=270: "
+                        f"{row[2] / real:.1f}")
 
 
 _FLOATS = ("float", "__half", "__nv_bfloat16")
@@ -99,6 +134,9 @@ def per_element(short: str, instrs) -> tuple[float | None, str]:
     found = loops(instrs)
     if not found:
         return None, "no loop found"
+    warp = _warp_row_per_element(short, found)
+    if warp is not None:
+        return warp
     outer = max(found, key=lambda l: l[2])
     e = elems_per_iter(short)
     inner = [l for l in found if l != outer and outer[0] <= l[0] and l[1] <= outer[1]]

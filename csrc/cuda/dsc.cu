@@ -1,6 +1,9 @@
-// Fused self-adjusting DSC on CUDA: the row kernel on the row-softmax
-// skeleton of rows.cuh (the same machinery as softmax_focal.cu), gradient in
-// the forward. See csrc/cpu/dsc_kernel.h for the gradient's form.
+// Fused self-adjusting DSC on CUDA, on the row-softmax skeletons shared with
+// softmax_focal.cu, gradient in the forward: DscRows on the warp-per-row
+// kernels of rows_warp.cuh for C <= 2048 (maths in rows_math.cuh dsc_row), the
+// block-per-row kernel of rows.cuh above. Rows weigh 1, so a mean's 1/N is
+// known on the host and folded into the gradient (scale = 1). See
+// csrc/cpu/dsc_kernel.h for the gradient's form.
 //
 // Only CUDA headers here, no torch: CI compile-checks this file with nvcc alone.
 #include <cuda_runtime.h>
@@ -8,11 +11,13 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../launch_args.h"
 #include "launch.cuh"
 #include "math.cuh"
 #include "rows.cuh"
+#include "rows_warp.cuh"
 
 namespace fused_losses {
 namespace {
@@ -20,7 +25,17 @@ namespace {
 using device::load_float;
 using Args = LaunchArgs<DscOptions>;
 
-// grad_scale: the forward gradient's factor (1/rows for a mean).
+// The warp kernels' loss (rows_warp.cuh).
+struct DscRows {
+  using Options = DscOptions;
+  __device__ static bool keep(const Args&, int64_t) { return true; }
+  __device__ static const float* alpha(const Args&) { return nullptr; }
+  __device__ static rowmath::RowOut row(const Args& a, const rowmath::RowIn& in, float) {
+    return rowmath::dsc_row(in, a.opt.alpha, a.opt.smooth);
+  }
+};
+
+// The block kernel. grad_scale: the forward gradient's factor (1/rows for a mean).
 template <typename TIn, typename TT>
 __global__ void __launch_bounds__(rows::kMaxThreads) _dsc_fwd_kernel(
     const Args a, float* row_loss, float grad_scale, bool backward) {
@@ -63,12 +78,19 @@ int64_t cuda_workspace_bytes(const Args& a, Pass pass) {
 void cuda_run(const Args& a, Pass pass, void* stream) {
   // A mean over rows has a known divisor: the forward gradient takes it now.
   const float grad_scale = a.mean && a.rows ? 1.f / static_cast<float>(a.rows) : 1.f;
-  rows::run(a, pass, "_dsc_fwd_kernel", false, stream, [&](auto in, auto tt,
-                                                          const rows::Grid& g) {
-    using TIn = typename decltype(in)::type;
-    _dsc_fwd_kernel<TIn, typename decltype(tt)::type><<<g.blocks, g.threads, 0, g.stream>>>(
-        a, g.scratch.row_loss, grad_scale, g.backward);
-  });
+  rows::run(
+      a, pass, "_dsc_fwd_kernel", false, stream, [](const rows::Scratch&, cudaStream_t) {},
+      [&](auto in, auto tt, const rows::Grid& g) {
+        using TIn = typename decltype(in)::type;
+        using TT = typename decltype(tt)::type;
+        if constexpr (std::is_void<TT>::value) {
+          warp_rows::launch_rows<DscRows, TIn, false>(a, warp_rows::plan(a, g, grad_scale),
+                                                      g.stream);
+        } else {
+          _dsc_fwd_kernel<TIn, TT><<<g.blocks, g.threads, 0, g.stream>>>(
+              a, g.scratch.row_loss, grad_scale, g.backward);
+        }
+      });
 }
 
 }  // namespace fused_losses
