@@ -41,6 +41,16 @@ _EXT_HAS_CUDA = _EXT_PROBLEM is None and torch.ops.fused_losses._built_with_cuda
 _INTERPRETED = triton_interpreted()
 _CUDA_PRESENT = torch.cuda.is_available()
 
+# The row losses (class-index logits [N, C, d...]): on a CUDA device ``auto``
+# picks the CUDA warp-per-row kernels (csrc/cuda/rows_warp.cuh) for
+# C <= ROW_CUDA_MAX_CLASSES and Triton's online row kernels above. Where it
+# came from: on the H100 run at commit 45ff7ec Triton was faster than CUDA at
+# (8192, 32000); 2048 is the CUDA warp kernels' limit (rows::kWarpMaxCols) and
+# the Triton multi-row kernels' (TILE_MAX_C). The H200 crossover is NOT measured
+# (no GPU lent): re-measure it there with bench/gpu_grid.py before trusting it.
+ROW_LOSSES = ("softmax_focal", "dsc")
+ROW_CUDA_MAX_CLASSES = 2048
+
 
 def _device_type(device: str | torch.device | torch.Tensor) -> str:
     if isinstance(device, torch.Tensor):
@@ -93,12 +103,35 @@ def check_backend(backend: object) -> str:
     return backend
 
 
-def resolve_backend(backend: str, device_type: str, fused_ok: bool) -> str:
+def wide_rows(stem: str, shape) -> bool:
+    """True for a row loss whose logits ``shape`` ([N, C, d...] or [C]) has more
+    than ROW_CUDA_MAX_CLASSES classes: ``auto`` then orders Triton first on CUDA."""
+    if stem not in ROW_LOSSES or len(shape) == 0:
+        return False
+    classes = shape[0] if len(shape) == 1 else shape[1]
+    return classes > ROW_CUDA_MAX_CLASSES
+
+
+def auto_order(device_type: str, wide: bool = False) -> tuple[str, ...]:
+    """The fused backends ``auto`` tries, in order, on ``device_type``.
+
+    CUDA: the C++ kernels first. On the H100 run at 45ff7ec they were faster than
+    the Triton ones in 13 of the 18 benchmark cases (Triton's per-launch host
+    cost dominates calls of ~0.3 ms); Triton when the extension has no CUDA.
+    ``wide`` (``wide_rows``): a row loss above ROW_CUDA_MAX_CLASSES, Triton first.
+    """
+    if device_type == "cuda":
+        return ("triton", "cuda") if wide else ("cuda", "triton")
+    return ("cpu",) if device_type == "cpu" else ()
+
+
+def resolve_backend(backend: str, device_type: str, fused_ok: bool, wide: bool = False) -> str:
     """Turn ``backend=`` into a concrete backend for a call.
 
     ``fused_ok`` is False when the call needs something only the reference
     gives (float64 maths, gradients for target or weights); ``auto`` then
     picks the reference and an explicit fused backend is refused by the caller.
+    ``wide``: see ``auto_order`` (only ``auto`` reads it).
     """
     check_backend(backend)
     if backend != "auto":
@@ -108,11 +141,7 @@ def resolve_backend(backend: str, device_type: str, fused_ok: bool) -> str:
         return backend
     if not fused_ok:
         return "torch"
-    # CUDA: the C++ kernels first. On the H100 run at 45ff7ec they were faster than
-    # the Triton ones in 13 of the 18 benchmark cases (Triton's per-launch host
-    # cost dominates calls of ~0.3 ms); Triton when the extension has no CUDA.
-    order = {"cuda": ("cuda", "triton"), "cpu": ("cpu",)}.get(device_type, ())
-    for candidate in order:
+    for candidate in auto_order(device_type, wide):
         if backend_problem(candidate, device_type) is None:
             return candidate
     return "torch"
