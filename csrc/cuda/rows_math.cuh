@@ -35,12 +35,15 @@ struct RowOut {
 
 // (ln s, ln s_other): lg2.approx, absolute error ~2e-7 (both feed
 // differences or exponents); ln 0 = -inf when every other class underflowed.
+// s >= 1 (the max's e is 1); below 2, ln s = log1p(s - 1) with s - 1 exact, so
+// a row whose other classes vanish (C = 1, or p_y -> 1) keeps ln s ≈ 0 exact
+// (the label-smoothing term a_sum·(m + ln s) - ax is then 0, not lg2's 2e-7).
 struct RowLogs {
   float log_s, log_o;
 };
 FL_HD RowLogs row_logs(float s, float s_other) {
   RowLogs l;
-  l.log_s = fast::log_(s);
+  l.log_s = s < 2.f ? fast::log1p_small(s - 1.f) : fast::log_(s);
   l.log_o = s_other > 0.f ? fast::log_(s_other) : -INFINITY;
   return l;
 }
