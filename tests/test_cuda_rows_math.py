@@ -151,7 +151,8 @@ def _check(kind, configs, binaries):
             if miss.any():
                 j = int(np.argmax(miss))
                 bad.append(f"{kw} C={c} y={y} grad[{j}]: got {got[1 + j]!r}, ref {grad[j]!r}")
-        assert not bad, f"host error sign {err}: {len(bad)} mismatches, e.g.\n" + "\n".join(bad[:12])
+        assert not bad, (f"host error sign {err}: {len(bad)} mismatches, e.g.\n"
+                         + "\n".join(bad[:12]))
     return worst, worst_g
 
 

@@ -3,10 +3,11 @@
 // whose logits stay in registers, so the row is read from memory once and
 // exp is taken once per element (e_j feeds the sums and the gradient).
 //
-// Lane `lane` holds K = C_PAD/32 columns, C_PAD = 64·2^b >= C (a compile-time
-// bucket): col(i, v) = (i·32 + lane)·V + v for i < K/V, v < V, with V = 2 (one
-// 8-byte fp32 or 4-byte fp16/bf16 pair per load and store) when C is even and
-// the pointers aligned, else V = 1. Column steps wholly past C are skipped
+// Lane `lane` holds K = C_PAD/32 columns, C_PAD = 128, 512, 1024 or 2048 >= C
+// (a compile-time bucket, see bucket()): col(i, v) = (i·32 + lane)·V + v for
+// i < K/V, v < V, with V = 2 (one 8-byte fp32 or 4-byte fp16/bf16 pair per
+// load and store) when C is even, the pointers aligned and there is no label
+// smoothing, else V = 1. Column steps wholly past C are skipped
 // (warp-uniform), the rest masked. Per row: max and Σ_{j≠y} e_j by
 // __shfl_xor_sync trees (every lane gets them), the per-row maths of
 // rows_math.cuh, then g_j = e'_j·k1 - c_a·a_j stored from the registers and
@@ -235,20 +236,28 @@ __global__ void __launch_bounds__(kThreads) _warp_rows_kernel(
   }
 }
 
-// Columns per lane of the bucket holding C (<= rows::kWarpMaxCols): 2..64.
+// Columns per lane of the bucket holding C (<= rows::kWarpMaxCols): 4 (C <= 128),
+// 16 (C <= 512), 32 (C <= 1024) or 64. Steps wholly past C are skipped at run
+// time, so a coarse bucket costs registers rather than instructions; fewer
+// buckets keep the compile short (CI compiles every .cu for two
+// architectures): six buckets (2..64) with label smoothing in pairs too made
+// softmax_focal.cu take 51 s on a 2-core machine, 35 s now, 11 s for the block
+// kernels alone.
 inline int bucket(int64_t cols) {
-  int k = 2;
-  while (k * device::kWarpSize < cols) k *= 2;
-  return k;
+  if (cols <= 4 * device::kWarpSize) return 4;
+  if (cols <= 16 * device::kWarpSize) return 16;
+  return cols <= 32 * device::kWarpSize ? 32 : 64;
 }
 
-// Launches Loss's warp kernel for logits TIn on a persistent grid.
+// Launches Loss's warp kernel for logits TIn on a persistent grid. Label
+// smoothing (DOT) always takes scalar loads: half the kernels to compile for
+// the rarer option, still one read of the row.
 template <class Loss, typename TIn, bool DOT>
 void launch_rows(const LaunchArgs<typename Loss::Options>& a, const Plan& p, cudaStream_t s) {
   auto aligned = [](const void* q, size_t n) {
     return q == nullptr || reinterpret_cast<uintptr_t>(q) % n == 0;
   };
-  const bool pairs = a.cols % 2 == 0 && aligned(a.input, 2 * sizeof(TIn)) &&
+  const bool pairs = !DOT && a.cols % 2 == 0 && aligned(a.input, 2 * sizeof(TIn)) &&
                      aligned(a.grad, 2 * sizeof(TIn));
   auto go = [&](auto k_tag, auto v_tag) {
     constexpr int K = decltype(k_tag)::value, V = decltype(v_tag)::value;
@@ -258,16 +267,13 @@ void launch_rows(const LaunchArgs<typename Loss::Options>& a, const Plan& p, cud
     kernel<<<grid, kThreads, 0, s>>>(a, p);
   };
   auto by_v = [&](auto k_tag) {
-    if (pairs) {
-      go(k_tag, std::integral_constant<int, 2>{});
-    } else {
-      go(k_tag, std::integral_constant<int, 1>{});
+    if constexpr (!DOT) {
+      if (pairs) return go(k_tag, std::integral_constant<int, 2>{});
     }
+    go(k_tag, std::integral_constant<int, 1>{});
   };
   switch (bucket(a.cols)) {
-    case 2: return by_v(std::integral_constant<int, 2>{});
     case 4: return by_v(std::integral_constant<int, 4>{});
-    case 8: return by_v(std::integral_constant<int, 8>{});
     case 16: return by_v(std::integral_constant<int, 16>{});
     case 32: return by_v(std::integral_constant<int, 32>{});
     default: return by_v(std::integral_constant<int, 64>{});
