@@ -19,6 +19,7 @@
 #include <string>
 #include <tuple>
 
+#include "grad_cache.h"
 #include "launch_args.h"
 
 namespace fused_losses {
@@ -154,7 +155,7 @@ struct ElementwiseOps {
     const auto like = input.options();
     at::Tensor loss = a.reduce ? at::empty({}, like)
                                : at::empty(none_shape(input, target, Loss::kTargets), like);
-    at::Tensor grad = a.write_grad ? at::empty(input.sizes(), like) : at::empty({0}, like);
+    at::Tensor grad = a.write_grad ? gradient_buffer(input.sizes(), like) : at::empty({0}, like);
     at::Tensor scale = at::empty({}, like.dtype(at::kFloat));
     if (!a.reduce) scale.fill_(1.0);  // a reduction's kernels write it
     a.out = loss.data_ptr();
@@ -176,7 +177,7 @@ struct ElementwiseOps {
     Launch<Options> l = prepare<Loss>(input, target, options);
     Loss::operands(l, operands...);
     at::Tensor g_out = grad_output.to(input.scalar_type()).contiguous();
-    at::Tensor grad_input = at::empty(input.sizes(), input.options());
+    at::Tensor grad_input = gradient_buffer(input.sizes(), input.options());
     l.args.grad_output = g_out.data_ptr();
     l.args.grad = grad_input.data_ptr();
     launch(l.args, Pass::Backward, input.device());

@@ -5,7 +5,7 @@
 tensor(0.6931)
 """
 from . import weights
-from ._backend import BackendUnavailableError, available_backends
+from ._backend import BackendUnavailableError, available_backends, empty_cpu_cache
 from ._strict import is_strict, set_strict, strict
 from ._validate import check_class_target_values as check_class_targets
 from .functional import *  # noqa: F401,F403 - one function per spec (functional.__all__)
@@ -16,7 +16,7 @@ from .weights import label_counts, multilabel_sample_weights, pos_weight_from_co
 __version__ = "0.1.0"
 __all__ = _functional.__all__ + _nn.__all__ + [
     # backends and input checks
-    "available_backends", "BackendUnavailableError", "check_class_targets",
+    "available_backends", "BackendUnavailableError", "check_class_targets", "empty_cpu_cache",
     "set_strict", "is_strict", "strict",
     # the imbalance toolkit
     "weights", "label_counts", "pos_weight_from_counts", "multilabel_sample_weights",

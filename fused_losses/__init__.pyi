@@ -3,6 +3,7 @@ from . import functional as functional, nn as nn, weights as weights
 from ._backend import (
     available_backends as available_backends,
     BackendUnavailableError as BackendUnavailableError,
+    empty_cpu_cache as empty_cpu_cache,
 )
 from ._counts import label_counts as label_counts
 from ._strict import set_strict as set_strict, is_strict as is_strict, strict as strict
@@ -51,6 +52,7 @@ __all__ = [
     "available_backends",
     "BackendUnavailableError",
     "check_class_targets",
+    "empty_cpu_cache",
     "set_strict",
     "is_strict",
     "strict",

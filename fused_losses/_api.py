@@ -20,7 +20,7 @@ from torch import nn
 
 from . import _validate as v
 from . import ops
-from ._backend import BackendUnavailableError, check_backend, resolve_backend
+from ._backend import BackendUnavailableError, check_backend, resolve_backend, wide_rows
 from ._strict import checks_values
 from .spec import SPECS
 
@@ -161,21 +161,22 @@ def resolve(spec, backend: str, input, target, values: dict) -> str:
     if target.requires_grad:
         needs_ref.insert(0, "target")
     fused_ok = input.dtype != torch.float64 and not needs_ref
-    key = (spec.stem, backend, input.device.type, fused_ok)
+    wide = backend == "auto" and wide_rows(spec.stem, input.shape)
+    key = (spec.stem, backend, input.device.type, fused_ok, wide)
     chosen = _RESOLVED.get(key)
     if chosen is None:
         chosen = _RESOLVED[key] = _resolve(spec, backend, input.device.type, fused_ok,
-                                           needs_ref, input.dtype)
+                                           needs_ref, input.dtype, wide)
     return chosen
 
 
-# (stem, backend, device type, fused_ok) -> the backend resolve() chose: the
-# answer depends on nothing else (availability is fixed once imported).
+# (stem, backend, device type, fused_ok, wide rows) -> the backend resolve()
+# chose: the answer depends on nothing else (availability is fixed once imported).
 _RESOLVED: dict = {}
 
 
-def _resolve(spec, backend, device_type, fused_ok, needs_ref, dtype) -> str:
-    chosen = resolve_backend(backend, device_type, fused_ok)
+def _resolve(spec, backend, device_type, fused_ok, needs_ref, dtype, wide=False) -> str:
+    chosen = resolve_backend(backend, device_type, fused_ok, wide)
     if chosen != "torch" and not ops.has_backend(spec, chosen):
         if backend != "auto":
             raise BackendUnavailableError(

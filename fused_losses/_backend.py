@@ -145,3 +145,21 @@ def resolve_backend(backend: str, device_type: str, fused_ok: bool, wide: bool =
         if backend_problem(candidate, device_type) is None:
             return candidate
     return "torch"
+
+
+def empty_cpu_cache() -> int:
+    """Free the gradient blocks the C++ CPU kernels keep for reuse; returns the bytes freed.
+
+    A fused forward on the CPU writes its gradient into a block of at least 1 MiB
+    that, once freed, is kept (at most 4 blocks, 1 GiB in all) and handed to the
+    next forward of the same size: a fresh block would fault in every page on its
+    first write. ``FUSED_LOSSES_CPU_GRAD_CACHE=0`` turns the cache off. Returns 0
+    when the extension is not built.
+
+    >>> import fused_losses
+    >>> fused_losses.empty_cpu_cache() >= 0
+    True
+    """
+    if _EXT_PROBLEM:
+        return 0
+    return int(torch.ops.fused_losses._empty_cpu_cache())

@@ -56,3 +56,25 @@ def test_wide_changes_nothing_else(everything_available, wide):
     assert resolve_backend("auto", "cuda", False, wide) == "torch"
     assert resolve_backend("cuda", "cuda", True, wide) == "cuda"
     assert resolve_backend("triton", "cuda", True, wide) == "triton"
+
+
+@pytest.mark.parametrize("stem,classes,wide", [("softmax_focal", 270, False),
+                                               ("softmax_focal", 32000, True),
+                                               ("dsc", 4096, True), ("focal_bce", 32000, False)])
+def test_api_passes_the_class_count_to_the_choice(monkeypatch, stem, classes, wide):
+    import torch
+
+    from fused_losses import _api
+    from fused_losses.spec import BY_STEM
+
+    seen = []
+
+    def spy(backend, device_type, fused_ok, wide=False):
+        seen.append(wide)
+        return "torch"
+
+    monkeypatch.setattr(_api, "resolve_backend", spy)
+    monkeypatch.setattr(_api, "_RESOLVED", {})
+    x = torch.zeros(2, classes)
+    assert _api.resolve(BY_STEM[stem], "auto", x, torch.zeros(2), {}) == "torch"
+    assert seen == [wide]

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "class_tables.h"
 #include "kernel_common.h"
 
 namespace fused_losses {
@@ -141,7 +142,8 @@ inline void asl_soft(const Vec& x, const Vec& t, const AslConsts& c, const Vec* 
   Vec live_d = x == x;  // all lanes, except NaN ones (whose loss is NaN anyway)
   if (c.clip_on) {
     const Vec diff = s.s_p - c.clip;
-    const Vec d = Vec::blendv(diff, zero, diff < zero);
+    const Vec below_clip = diff < zero;  // 1 - p + clip > 1: clamped, no gradient
+    const Vec d = Vec::blendv(diff, zero, below_clip);
     const Vec small = d < half;
     const Vec pm = Vec::blendv(s.s_n + c.clip, one - d, small);
     // Goldberg's log1p holds for any argument > -1, here -d in (-1/2, 0].
@@ -201,9 +203,77 @@ inline void asl_vec(const Vec& x, Vec t, const AslConsts& c, const OperandRow& w
   }
 }
 
+// The hot path (class_tables.h): 0/1 targets, integer γ± in 0..4, clip > eps,
+// a detached focal weight, per-class or absent weight/pos_weight, no smoothing.
+// With p = σ(x), q = σ(-x) and d = max(p - clip, 0):
+//   t = 1: loss = -k₁·q^γ₊·log p  (log p clamped at log eps),  grad = -k₁·q^γ₊·q  (0 where clamped)
+//   t = 0: loss = -k₀·d^γ₋·log(1 - d),  grad = k₀·d^γ₋·p·q/(1 - d)  (0 where p < clip)
+// k₁ = pos_weight·weight, k₀ = weight per class. log p = min(x, 0) - log1p(e) and
+// log(1 - d) = log(y) with y = 1 - d (d < 1/2) or q + clip: one log1p per lane.
+struct AslHot {
+  ClassTable loss1, loss0, grad1, grad0;
+  Vec clip, log_eps;
+  int int_pos = -1, int_neg = -1;
+  bool ready = false, has_eps = false;
+  AslHot(const AslArgs& a, float grad_scale)
+      : clip(a.opt.clip), log_eps(AslConsts(a).log_eps), has_eps(a.opt.eps > 0.f) {
+    for (int k = 0; k <= 4; ++k) {
+      if (a.opt.gamma_pos == static_cast<float>(k)) int_pos = k;
+      if (a.opt.gamma_neg == static_cast<float>(k)) int_neg = k;
+    }
+    const Operand& w = a.operands[AslOperands::weight];
+    const Operand& pw = a.operands[AslOperands::pos_weight];
+    ready = a.reduce && int_pos >= 0 && int_neg >= 0 && a.opt.clip > a.opt.eps &&
+            a.opt.detach_focal_weight && a.opt.label_smoothing == 0.f && per_class(w) &&
+            per_class(pw);
+    if (!ready) return;
+    const float pw_value = a.opt.has_pos_weight && !pw.ptr ? a.opt.pos_weight : 1.f;
+    auto coef = [&](int64_t c, bool positive) {
+      float k = w.ptr ? w.ptr[c * w.stride_c] : 1.f;
+      if (positive) k *= pw.ptr ? pw.ptr[c * pw.stride_c] : pw_value;
+      return k;
+    };
+    loss1 = ClassTable(a.cols, [&](int64_t c) { return -coef(c, true); });
+    loss0 = ClassTable(a.cols, [&](int64_t c) { return -coef(c, false); });
+    grad1 = ClassTable(a.cols, [&](int64_t c) { return -coef(c, true) * grad_scale; });
+    grad0 = ClassTable(a.cols, [&](int64_t c) { return coef(c, false) * grad_scale; });
+  }
+  static bool per_class(const Operand& op) {
+    return op.ptr == nullptr || (op.stride_r == 0 && (op.stride_c == 0 || op.stride_c == 1));
+  }
+  C10_ALWAYS_INLINE void operator()(const Vec& x, const Vec& t01, int64_t col, Vec& loss,
+                                    Vec& grad) const {
+    const Vec zero(0.f), one(1.f), half(0.5f);
+    const Vec pos_x = x > zero;
+    const Vec e = x.abs().neg().exp_u20();
+    const Vec r = one / (one + e), er = e * r;
+    const Vec p = Vec::blendv(er, r, pos_x), q = Vec::blendv(r, er, pos_x);
+    const Vec diff = p - clip;
+    const Vec below_clip = diff < zero;  // 1 - p + clip > 1: clamped, no gradient
+    const Vec d = Vec::blendv(diff, zero, below_clip);
+    const Vec y = Vec::blendv(one - d, q + clip, d >= half);  // 1 - d
+    // Positives: log σ(x) = min(x, 0) - log1p(e) (a NaN x stays NaN); negatives: log y.
+    const LogSplit ly = log_split(y, d.neg());
+    Vec l = log1p_half(Vec::blendv(ly.w, e, t01));
+    l = Vec::blendv(ly.add + l, Vec::blendv(x, zero, pos_x) - l, t01);
+    // |d log/dx|, the sign is in the tables.
+    Vec dl = Vec::blendv(Vec::blendv(p * q / y, zero, below_clip), q, t01);
+    if (has_eps) {
+      const Vec below = (l < log_eps) & t01;
+      l = Vec::blendv(l, log_eps, below);
+      dl = Vec::blendv(dl, zero, below);
+    }
+    const Vec b = Vec::blendv(d, q, t01);
+    const Vec f = Vec::blendv(int_pow(b, int_neg), int_pow(b, int_pos), t01);
+    loss = Vec::blendv(loss0.at(col), loss1.at(col), t01) * f * l;
+    grad = Vec::blendv(grad0.at(col), grad1.at(col), t01) * f * dl;
+  }
+};
+
 // The elementwise-driver view of one call (kernel_common.h).
 struct Asl {
   static constexpr bool kScaleGrad = true;
+  static constexpr bool kHot = true;
   const AslConsts c;
   const Operand& weight;
   const Operand& pos_weight;
@@ -213,8 +283,22 @@ struct Asl {
   explicit Asl(const AslArgs& a)
       : c(a), weight(a.operands[AslOperands::weight]),
         pos_weight(a.operands[AslOperands::pos_weight]),
-        grad_scale(a.mean && a.numel ? 1.f / static_cast<float>(a.numel) : 1.f),
-        cols(operand_cols(a, any_operand(a))), mean(a.mean) {}
+        grad_scale(known_mean_scale(a, false)),
+        cols(operand_cols(a, any_operand(a))), mean(a.mean),
+        hot(a, known_mean_scale(a, false)), args(a) {}
+  const AslHot hot;
+  const AslArgs& args;
+  // A chunk on the hot path (kernel_common.h); false when this call has none.
+  template <typename xT, typename tT>
+  bool hot_chunk(const xT* x, const tT* t, xT* grad, int64_t begin, int64_t end, Vec& acc) const {
+    if (!hot.ready || !chunk_is_hard(t, begin, end)) return false;
+    if (args.write_grad) {
+      CPU_CAPABILITY::hot_chunk<true>(x, t, grad, begin, end, args.cols, acc, hot);
+    } else {
+      CPU_CAPABILITY::hot_chunk<false>(x, t, grad, begin, end, args.cols, acc, hot);
+    }
+    return true;
+  }
   void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t, int64_t n, Vec& loss,
                   Vec& grad, Vec&) const {
     asl_vec(x, t, c, OperandRow(weight, row), OperandRow(pos_weight, row), col, n, loss, grad);

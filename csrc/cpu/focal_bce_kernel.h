@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "class_tables.h"
 #include "kernel_common.h"
 
 namespace fused_losses {
@@ -78,9 +79,58 @@ inline void focal_bce_vec(const Vec& x, Vec t, const RowOperands& ops, int64_t c
   }
 }
 
+// The hot path (class_tables.h): 0/1 targets, per-class or absent operands, no
+// ignore_index or smoothing. With xs = ±x signed by the target (SignedSigmoid),
+//   loss = -k_t · m^γ · lg,   d loss/dx = ±k_t · m^γ · (γ·u·lg - m)   (+ for t = 1),
+// where k_1 = α·pos_weight·weight and k_0 = (1-α)·weight per class. The gradient
+// tables hold ±k_t times the mean's 1/numel.
+struct FocalHot {
+  ClassTable loss1, loss0, grad1, grad0;
+  Vec gamma;
+  int int_gamma = -1;
+  bool ready = false;
+  FocalHot(const FocalBceArgs& a, float grad_scale) : gamma(a.opt.gamma) {
+    for (int k = 0; k <= 4; ++k)
+      if (a.opt.gamma == static_cast<float>(k)) int_gamma = k;
+    const Operand& al = a.operands[FocalBceOperands::alpha];
+    const Operand& pw = a.operands[FocalBceOperands::pos_weight];
+    const Operand& w = a.operands[FocalBceOperands::weight];
+    ready = a.reduce && !a.opt.has_ignore_index && a.opt.label_smoothing == 0.f &&
+            per_class(al) && per_class(pw) && per_class(w);
+    if (!ready) return;
+    const int64_t cols = a.cols;
+    const bool has_alpha = alpha_mode(a) != AlphaMode::None;
+    auto coef = [&](int64_t c, bool positive) {
+      const float alpha = al.ptr ? al.ptr[c * al.stride_c] : a.opt.alpha;
+      float k = !has_alpha ? 1.f : (positive ? alpha : 1.f - alpha);
+      if (positive && pw.ptr) k *= pw.ptr[c * pw.stride_c];
+      if (w.ptr) k *= w.ptr[c * w.stride_c];
+      return k;
+    };
+    loss1 = ClassTable(cols, [&](int64_t c) { return -coef(c, true); });
+    loss0 = ClassTable(cols, [&](int64_t c) { return -coef(c, false); });
+    grad1 = ClassTable(cols, [&](int64_t c) { return coef(c, true) * grad_scale; });
+    grad0 = ClassTable(cols, [&](int64_t c) { return -coef(c, false) * grad_scale; });
+  }
+  // Absent, one value, or one value per column of a [.., C] operand.
+  static bool per_class(const Operand& op) {
+    return op.ptr == nullptr || (op.stride_r == 0 && (op.stride_c == 0 || op.stride_c == 1));
+  }
+  C10_ALWAYS_INLINE void operator()(const Vec& x, const Vec& t01, int64_t col, Vec& loss,
+                                    Vec& grad) const {
+    const SignedSigmoid s = signed_sigmoid(signed_logit(x, t01));
+    const Vec f = int_gamma >= 0 ? int_pow(s.m, int_gamma) : (gamma * s.lm).exp_u20();
+    const Vec lf = f * s.lg;
+    loss = Vec::blendv(loss0.at(col), loss1.at(col), t01) * lf;
+    grad = Vec::blendv(grad0.at(col), grad1.at(col), t01) * f *
+           at::vec::fmsub(gamma * s.u, s.lg, s.m);
+  }
+};
+
 // The elementwise-driver view of one call (kernel_common.h).
 struct FocalBce {
   static constexpr bool kScaleGrad = true;
+  static constexpr bool kHot = true;
   const FocalBceArgs& a;
   const FocalConsts c;
   const Vec grad_scale;
@@ -89,11 +139,22 @@ struct FocalBce {
   explicit FocalBce(const FocalBceArgs& args)
       : a(args), c(args),
         // A mean without ignore_index has a known divisor: the gradient takes it now.
-        grad_scale(args.mean && !args.opt.has_ignore_index && args.numel
-                       ? 1.f / static_cast<float>(args.numel)
-                       : 1.f),
+        grad_scale(known_mean_scale(args, args.opt.has_ignore_index)),
         cols(operand_cols(args, any_operand(args))),
-        count_kept(args.opt.has_ignore_index), mean(args.mean) {}
+        count_kept(args.opt.has_ignore_index), mean(args.mean),
+        hot(args, known_mean_scale(args, args.opt.has_ignore_index)) {}
+  const FocalHot hot;
+  // A chunk on the hot path (kernel_common.h); false when this call has none.
+  template <typename xT, typename tT>
+  bool hot_chunk(const xT* x, const tT* t, xT* grad, int64_t begin, int64_t end, Vec& acc) const {
+    if (!hot.ready || !chunk_is_hard(t, begin, end)) return false;
+    if (a.write_grad) {
+      CPU_CAPABILITY::hot_chunk<true>(x, t, grad, begin, end, a.cols, acc, hot);
+    } else {
+      CPU_CAPABILITY::hot_chunk<false>(x, t, grad, begin, end, a.cols, acc, hot);
+    }
+    return true;
+  }
   // Inlined into the driver's loops, so a vector costs one call (focal_bce_vec),
   // not two.
   C10_ALWAYS_INLINE void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t,

@@ -190,6 +190,7 @@ void ghmc_weights(const GhmcArgs& a) {
 // are a plain sum.
 struct Ghmc {
   static constexpr bool kScaleGrad = false;
+  static constexpr bool kHot = false;
   const Operand label_weight;  // a copy: the loop then keeps it in registers
   const GhmcConsts c;
   const Vec grad_scale{1.f};

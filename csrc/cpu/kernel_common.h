@@ -112,6 +112,8 @@ inline void dispatch_pair(DType input, DType target, F&& f) {
 //
 // A loss is an object with
 //   static constexpr bool kScaleGrad;  // the forward gradient is times grad_scale
+//   static constexpr bool kHot;        // it has a hot path (class_tables.h):
+//   bool hot_chunk(x, t, grad, begin, end, Vec& acc) const;  // true if it took the chunk
 //   Vec grad_scale;
 //   int64_t cols;     // operand row length; numel when there is no operand,
 //                     // so the vectors never break at a row end
@@ -121,6 +123,13 @@ inline void dispatch_pair(DType input, DType target, F&& f) {
 //   void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t, int64_t n,
 //                   Vec& loss, Vec& grad, Vec& keep) const;
 // ---------------------------------------------------------------------------
+
+// 1/numel when a mean's divisor is known before the pass (nothing can be
+// ignored), so the forward writes the final gradient; else 1.
+template <typename Options>
+inline float known_mean_scale(const LaunchArgs<Options>& a, bool can_ignore) {
+  return a.mean && !can_ignore && a.numel ? 1.f / static_cast<float>(a.numel) : 1.f;
+}
 
 template <typename Options>
 inline bool any_operand(const LaunchArgs<Options>& a) {
@@ -148,6 +157,13 @@ void elementwise_forward(const LaunchArgs<Options>& a, const Loss& f) {
     for (int64_t chunk = c0; chunk < c1; ++chunk) {
       const int64_t begin = chunk * kChunk, end = std::min(a.numel, begin + kChunk);
       Vec acc(0.f), cnt(0.f);
+      if constexpr (Loss::kHot) {
+        if (f.hot_chunk(x, t, grad_out, begin, end, acc)) {
+          psum[chunk] = lane_sum(acc);
+          pcnt[chunk] = end - begin;
+          continue;
+        }
+      }
       for_each_vector(begin, end, f.cols, [&](int64_t row, int64_t col, int64_t i, int64_t n) {
         Vec loss, grad, keep;
         f(row, col, load_as_float(x + i, n), load_as_float(t + i, n), n, loss, grad, keep);

@@ -26,6 +26,14 @@ inline Vec load_as_float(const T* p, int64_t n) {
   } else if constexpr (std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>) {
     return at::vec::convert<float>(at::vec::Vectorized<T>::loadu(p, n));
   } else if constexpr (std::is_same_v<T, uint8_t>) {  // bool targets: widen in registers
+#if defined(CPU_CAPABILITY_AVX2)
+    // ATen's 32-lane uint8 load of 8 bytes goes through a stack copy.
+    if (n == kLanes)
+      return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#elif defined(CPU_CAPABILITY_AVX512)
+    if (n == kLanes)
+      return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
     return at::vec::convert<float>(
         at::vec::convert<int32_t>(at::vec::Vectorized<uint8_t>::loadu(p, n)));
   } else {
