@@ -170,8 +170,8 @@ def test_cache_off_by_environment_variable():
             "print(torch.ops.fused_losses._cpu_cache_bytes())\n")
     if "cpu" not in fused_losses.available_backends("cpu"):
         pytest.skip("the C++ CPU backend is not built")
-    for value, expect in (("0", "0"), ("1", str(2000 * 270 * 4))):
-        env = {"FUSED_LOSSES_CPU_GRAD_CACHE": value, "PATH": "/usr/bin:/bin"}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True).stdout.split()
-        assert out[-1] == expect
+    # On (the default) it holds the block: test_freed_gradient_block_is_reused...
+    env = {"FUSED_LOSSES_CPU_GRAD_CACHE": "0", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[-1] == "0"
