@@ -1,4 +1,8 @@
-"""CSV and markdown of ``bench.gpu_grid``: its columns, number format and table."""
+"""CSV and markdown of ``bench.gpu_grid``: its columns, number format and table.
+
+``target`` and ``dsc_vs_focal`` are filled for the row losses only (issue 14's
+targets, ``bench._grid_rows.annotate``); the markdown then opens with a table of
+those verdicts per (shape, dtype)."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +14,8 @@ COLUMNS = ("timestamp", "commit", "device", "torch", "triton", "cuda", "loss", "
            "candidate", "backend", "bench_ms", "graph_ms", "host_us", "host_syncs", "warmup_s",
            "bytes_per_elem", "step_mb", "gb_s", "copy_pct", "graph_gb_s", "graph_copy_pct",
            "copy_gb_s", "speedup_vs_eager", "speedup_vs_compile", "speedup_vs_anchor",
-           "graph_speedup_vs_eager", "graph_speedup_vs_compile", "peak_extra_x_grad", "note")
+           "graph_speedup_vs_eager", "graph_speedup_vs_compile", "peak_extra_x_grad", "dsc_vs_focal",
+           "target", "note")
 
 
 def fmt(value) -> str:
@@ -46,7 +51,8 @@ MD_COLS = (("loss", "loss"), ("shape", "shape"), ("dtype", "dtype"), ("candidate
            ("gb_s", "GB/s"), ("copy_pct", "% copy"), ("graph_gb_s", "graph GB/s"),
            ("graph_copy_pct", "graph % copy"), ("speedup_vs_eager", "vs eager"),
            ("speedup_vs_compile", "vs compile"), ("speedup_vs_anchor", "vs anchor"),
-           ("graph_speedup_vs_compile", "graph vs compile"), ("note", "note"))
+           ("graph_speedup_vs_compile", "graph vs compile"), ("target", "issue-14 target"),
+           ("note", "note"))
 
 
 def table(rows: list, cols) -> list:
@@ -58,8 +64,13 @@ def table(rows: list, cols) -> list:
 
 def markdown(rows: list, header: list, skipped: list) -> str:
     """The header, the best fused row per case, then every row."""
-    best = [c for c in MD_COLS if c[0] not in ("candidate", "note")]
-    lines = header + ["", "## Best fused backend per case (least graph ms)", ""]
+    from ._grid_rows import ROW_LOSSES, SUMMARY_COLS, annotate, summary_rows
+    best = [c for c in MD_COLS if c[0] not in ("candidate", "note", "target")]
+    lines = list(header)
+    if any(r["loss"] in ROW_LOSSES for r in rows):
+        lines += ["", "## Issue 14: row losses vs F.cross_entropy (fused = backend auto)", ""]
+        lines += table(summary_rows(annotate(rows)), SUMMARY_COLS)
+    lines += ["", "## Best fused backend per case (least graph ms)", ""]
     lines += table(best_fused(rows), best) + ["", "## Every row", ""] + table(rows, MD_COLS)
     if skipped:
         lines += ["", "Not measured (the stage's deadline): " + ", ".join(skipped) + "."]
@@ -80,8 +91,10 @@ def report_header(common: dict, copy_gbs: float, cuda: bool, host_calls: int, ho
             f"{common['timestamp']}, commit {common['commit']}, torch {common['torch']}, "
             f"triton {common['triton']}, CUDA {common['cuda']}. Copy bandwidth "
             f"{copy_gbs:.1f} GB/s (`dst.copy_(src)`, 2 x bytes over the best of 10). A step is "
-            "forward + `loss.backward()` with bool targets; B/elem is "
-            "`bench.gpu_grid.step_bytes`; GB/s = those bytes / time.", "", how, "",
+            "forward + `loss.backward()`, bool targets for the elementwise losses, int64 class "
+            "indices for the row losses; B/elem is `bench.gpu_grid.step_bytes` (row losses: "
+            "`bench._grid_rows.row_step_bytes`, whose 8 B per row of targets it rounds "
+            "away); GB/s = those bytes / time.", "", how, "",
             "vs X: X's time / this row's (> 1: this row is faster)."]
 
 

@@ -9,7 +9,10 @@
 #   tests    83 s  the CUDA tests: `-k cuda` (the -m cuda files and every fused
 #                  test's cuda parameter), then `-k triton` on the GPU, then the
 #                  torch.compile training steps, each with the time still left
-#   grid    140 s  python -m bench.gpu_grid (starts no work after 125 s)
+#   grid    140 s  python -m bench.gpu_grid (starts no work after 125 s): issue 14's
+#                  row losses vs F.cross_entropy first (~50 s with Triton JIT), then
+#                  the elementwise losses (~50 s), then torch.compile rows while time
+#                  is left (few); the deadline trims from the end of that order
 #   ncu      80 s  python -m bench.ncu (ncu itself limited to 70 s)
 #   total   463 s  + at most 3 s of kill grace per stage (5 x 3) = 478 s <= 480 s
 #

@@ -7,6 +7,18 @@ reference), ``compile`` (``torch.compile`` of it, mode=None) and the
 ``anchor`` (torchvision focal, official ASL, mmdet's GHM-C loop, user dice).
 A step is the forward plus ``loss.backward()``, ``input.grad`` None before it.
 
+Issue 14's row losses come first (``bench/_grid_rows.py``): softmax focal (gamma=2)
+and DSC, mean, at (65536, 270), (8192, 32000) and (4096, 128000), fp32 and bf16
+logits, int64 class targets, candidates ``fused-triton``, ``fused-cuda``, ``fused``
+(backend auto, its backend column what auto picks), ``compile`` (not above
+C=32000) and the anchor ``F.cross_entropy``; no eager row. Their byte model is
+``row_step_bytes`` (logits read once, gradient written once, 8 B of target a row:
+8 B/elem fp32, 4 B bf16); ``target`` says met/MISSED for issue 14 (softmax focal
+>= 2x / 1.5x / 1x the anchor's speed at C = 270 / 32000 / 128000; DSC <= 1.2x
+softmax focal's time, also in ``dsc_vs_focal``), and the markdown opens with them.
+
+Timings (``bench/_grid_time.py``):
+
 - ``bench_ms``: ``triton.testing.do_bench`` median (L2 cleared before each call).
 - ``graph_ms``: the step captured once in a ``torch.cuda.CUDAGraph`` (static
   inputs, warmed up on a side stream); median CUDA-event time of one replay,
@@ -28,7 +40,8 @@ A step is the forward plus ``loss.backward()``, ``input.grad`` None before it.
 Writes ``<out>/<device-slug>-grid.csv`` (appended), ``-grid.md`` (rewritten as
 it goes) and ``-grid.png`` (when matplotlib imports); ``main`` says in which
 order and how the deadline trims. ``--device cpu --quick`` is the CPU test
-vehicle: tiny shapes, the C++ ``cpu`` backend, perf_counter medians; no
+vehicle: tiny shapes (row losses: (256, 270), (16, 32000)), the C++ ``cpu``
+backend (``fused`` = auto = cpu too), perf_counter medians; no
 graphs, sync check or peak memory; host_us is then the whole step.
 """
 from __future__ import annotations
@@ -39,7 +52,6 @@ import functools
 import gc
 import importlib
 import math
-import statistics
 import sys
 import time
 import warnings
@@ -48,8 +60,12 @@ from pathlib import Path
 import torch
 
 from ._case import Case, multilabel_inputs
+from . import _grid_rows
 from ._grid_report import (BASELINES, COLUMNS, derive, fmt as _fmt, markdown,
                            report_header, write_csv)
+from ._grid_rows import QUICK_ROW_SHAPES, ROW_LOSSES, ROW_SHAPES, row_step_bytes
+from ._grid_time import (CPU_REPS, HOST_CALLS, HOST_TRIALS, _step, _sync, bench_ms,
+                         copy_bandwidth, graph_ms, host_syncs, host_us, peak_x_grad)
 from .run import device_name, git_commit, short_error, slug, triton_version
 
 LOSSES = ("focal_bce", "asl", "ghmc", "dice")
@@ -63,12 +79,13 @@ READ_PASSES = {"focal_bce": 1, "asl": 1, "ghmc": 2, "dice": 2}
 # Budget arithmetic (H200, 125 s deadline): per candidate do_bench runs ~5 + 25 ms + 80 ms
 # worth of steps (<= 0.3 s even for eager at 262144 rows, ~10 ms a step), the graph
 # 4 warm-ups + REPLAYS replays, host 3 x 8 steps (0.25 s at 10 ms), plus one step each
-# for the sync check and peak memory: 1-3 s a case, 16 cases ~30 s, plus Triton JIT of
-# ~8 kernels (~20 s, less when the tests stage cached them): pass 1 ~50 s. Pass 2 has
-# the ~65 s left for torch.compile: ~20 s for the first (inductor starts), ~4-8 s each
-# after, so most of the 16 compile rows; the deadline drops the rest, last cases first.
-BENCH_WARMUP_MS, BENCH_REP_MS = 25, 80
-REPLAYS, HOST_CALLS, HOST_TRIALS, CPU_REPS = 20, 8, 3, 3
+# for the sync check and peak memory: 1-3 s a case. Pass 1 runs the 12 row-loss cases
+# first (issue 14; 4 candidates each, F.cross_entropy at (4096, 128000) fp32 ~4 ms a
+# step: ~30 s, plus ~20 s of Triton JIT for the row kernels), then the 16 elementwise
+# cases (~30 s + ~20 s JIT, less when the tests stage cached the kernels): ~100 s. The
+# ~25 s left go to pass 2, torch.compile in case order: ~20 s for the first (inductor
+# starts), 4-8 s each after, so a few rows at most. Should pass 1 overrun, the deadline
+# drops the last cases: the elementwise (65536, 270) ones, never issue 14's.
 
 
 def step_bytes(loss: str, numel: int, logit_bytes: int, target_bytes: int = 1) -> int:
@@ -83,38 +100,11 @@ def step_bytes(loss: str, numel: int, logit_bytes: int, target_bytes: int = 1) -
     return (READ_PASSES[loss] * (logit_bytes + target_bytes) + logit_bytes) * numel
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def copy_bandwidth(device: torch.device, nbytes: int | None = None, reps: int = 10) -> float:
-    """Device-to-device copy GB/s: ``dst.copy_(src)`` of ``nbytes`` (1 GiB on CUDA,
-    64 MiB on CPU), 2 x bytes (read + write) over the best of ``reps`` copies,
-    timed with CUDA events (perf_counter on CPU)."""
-    nbytes = nbytes or ((1 << 30) if device.type == "cuda" else 64 << 20)
-    src = torch.ones(nbytes, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    best = float("inf")
-    for _ in range(reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            dst.copy_(src)
-            end.record()
-            end.synchronize()
-            best = min(best, start.elapsed_time(end) * 1e-3)
-            continue
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * nbytes / best / 1e9
-
-
 def make_case(loss: str, shape, dtype, device) -> Case:
-    """The case with bool targets for every loss (bench_ghmc's own cases use float
-    targets; this grid keeps the byte model's 1-byte target everywhere)."""
+    """The case with bool targets for every elementwise loss (bench_ghmc's own cases
+    use float targets; the byte model has a 1-byte target); row losses: _grid_rows."""
+    if loss in ROW_LOSSES:
+        return _grid_rows.make_case(loss, shape, dtype, device)
     make = importlib.import_module(f"bench.bench_{loss}").BENCH.make_inputs
     if loss == "ghmc":
         from .bench_ghmc import _acc_sum
@@ -124,105 +114,20 @@ def make_case(loss: str, shape, dtype, device) -> Case:
 
 
 def candidates(loss: str, case: Case) -> list:
-    """fused-<backend> rows, eager, compile and the anchor (not GHM-C's extra rows)."""
+    """fused-<backend> rows, eager, compile and the anchor (not GHM-C's extra rows);
+    the row losses' are ``_grid_rows.candidates``."""
+    if loss in ROW_LOSSES:
+        return _grid_rows.candidates(loss, case)
     bench = importlib.import_module(f"bench.bench_{loss}").BENCH
     return [c for c in bench.candidates(case)
             if c.name.startswith("fused") or c.name in BASELINES]
 
 
-def _step(fn, inputs) -> None:
-    inputs["input"].grad = None
-    fn(inputs)
-
-
-def bench_ms(fn, inputs, device) -> float:
-    """do_bench median on CUDA; on CPU the median of CPU_REPS perf_counter steps."""
-    if device.type == "cuda":
-        import triton.testing
-        res = triton.testing.do_bench(lambda: fn(inputs), warmup=BENCH_WARMUP_MS,
-                                      rep=BENCH_REP_MS, grad_to_none=[inputs["input"]],
-                                      quantiles=[0.5])
-        return float(res[0] if isinstance(res, (list, tuple)) else res)
-    times = []
-    for _ in range(CPU_REPS):
-        t0 = time.perf_counter()
-        _step(fn, inputs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
-def graph_ms(fn, inputs, replays: int = REPLAYS) -> float:
-    """Median device ms of one replay of the captured step, L2 cleared before each."""
-    x = inputs["input"]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
-        for _ in range(3):
-            _step(fn, inputs)
-    torch.cuda.current_stream().wait_stream(side)
-    x.grad = None
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            fn(inputs)
-        flush = torch.empty(256 << 20, dtype=torch.uint8, device=x.device)
-        graph.replay()
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                  for _ in range(replays)]
-        for start, end in events:
-            flush.zero_()
-            start.record()
-            graph.replay()
-            end.record()
-        torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) for s, e in events)
-    finally:
-        x.grad = None
-        del graph
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-
-
-def host_us(fn, inputs, device, calls: int = HOST_CALLS, trials: int = HOST_TRIALS) -> float:
-    """Host µs per step issued back to back without a sync inside the loop."""
-    best = float("inf")
-    for _ in range(trials):
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            _step(fn, inputs)
-        best = min(best, (time.perf_counter() - t0) / calls)
-        _sync(device)
-    return best * 1e6
-
-
-def host_syncs(fn, inputs) -> bool:
-    """Whether one step makes a host sync (torch's sync debug mode warns on each)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            _step(fn, inputs)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    torch.cuda.synchronize()
-    return any("synchroniz" in str(w.message).lower() for w in caught)
-
-
-def peak_x_grad(fn, inputs, device) -> float:
-    x = inputs["input"]
-    x.grad = None
-    _sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    _step(fn, inputs)
-    _sync(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / (x.numel() * x.element_size())
-
-
 def blank_row(case: Case, cand, common: dict, copy_gbs: float, note: str = "") -> dict:
     numel = math.prod(case.shape)
-    nbytes = step_bytes(case.loss, numel, torch.tensor([], dtype=case.dtype).element_size())
+    size = torch.tensor([], dtype=case.dtype).element_size()
+    nbytes = (row_step_bytes(case.shape, size) if case.loss in ROW_LOSSES
+              else step_bytes(case.loss, numel, size))
     return dict(common, loss=case.loss, shape=case.shape_str, dtype=case.dtype_str,
                 candidate=cand.name, backend=cand.backend, step_bytes=nbytes,
                 bytes_per_elem=nbytes // numel, step_mb=nbytes / 1e6, copy_gb_s=copy_gbs,
@@ -294,15 +199,16 @@ class Deadline:
 
 
 def main(argv=None) -> int:
-    """Pass 1 measures every case without torch.compile; pass 2 adds compile rows, in
-    case order, while the deadline allows; the CSV gets each case's rows at the end
+    """Pass 1 measures every case without torch.compile, the row losses' first (issue
+    14), then the elementwise ones, large shape first; pass 2 adds compile rows, in
+    case order, while the deadline allows (``_grid_rows.compile_skip`` excepted); the CSV gets each case's rows at the end
     (``-grid.partial.csv`` holds pass 1's rows should the run be cut short)."""
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_grid",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--loss", action="append", choices=LOSSES, help="repeatable; default all")
+    parser.add_argument("--loss", action="append", choices=ROW_LOSSES + LOSSES, help="repeatable; default all")
     parser.add_argument("--deadline-s", type=float, default=125.0,
                         help="start no work after this many seconds")
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile")
@@ -325,9 +231,12 @@ def main(argv=None) -> int:
     header = report_header(common, copy_gbs, device.type == "cuda", HOST_CALLS, HOST_TRIALS,
                            CPU_REPS)
     print("\n".join(header), flush=True)
+    losses = args.loss or ROW_LOSSES + LOSSES  # the row losses (issue 14) first
     cases = [make_case(loss, shape, dtype, device)
-             for shape in (QUICK_SHAPES if args.quick else SHAPES)
-             for loss in (args.loss or LOSSES) for dtype in DTYPES]
+             for rows, shapes in ((True, QUICK_ROW_SHAPES if args.quick else ROW_SHAPES),
+                                  (False, QUICK_SHAPES if args.quick else SHAPES))
+             for shape in shapes for loss in losses if (loss in ROW_LOSSES) == rows
+             for dtype in DTYPES]
     done, skipped = [], []  # done: (case, its candidates, its rows)
 
     def report(rows):
@@ -355,7 +264,7 @@ def main(argv=None) -> int:
         report(rows)
     for case, cands, rows in done:
         for cand in (c for c in cands if c.name == "compile"):
-            why = "--no-compile" if args.no_compile else (
+            why = "--no-compile" if args.no_compile else _grid_rows.compile_skip(case) or (
                 deadline.left() < deadline.compile_estimate() and
                 f"torch.compile (~{deadline.compile_estimate():.0f} s) would not fit the deadline")
             if why:
@@ -369,6 +278,7 @@ def main(argv=None) -> int:
         order = [c.name for c in cands]
         rows.sort(key=lambda r: order.index(r["candidate"]))
         derive(rows, copy_gbs)
+    _grid_rows.annotate([r for _, _, rows in done for r in rows])  # issue 14's verdicts
     for _, _, rows in done:
         write_csv(base.with_suffix(".csv"), rows)
     partial.unlink(missing_ok=True)
