@@ -224,8 +224,8 @@ struct AslHot {
     const Operand& w = a.operands[AslOperands::weight];
     const Operand& pw = a.operands[AslOperands::pos_weight];
     ready = a.reduce && int_pos >= 0 && int_neg >= 0 && a.opt.clip > a.opt.eps &&
-            a.opt.detach_focal_weight && a.opt.label_smoothing == 0.f && per_class(w) &&
-            per_class(pw);
+            a.opt.detach_focal_weight && a.opt.label_smoothing == 0.f && per_class_operand(w) &&
+            per_class_operand(pw);
     if (!ready) return;
     const float pw_value = a.opt.has_pos_weight && !pw.ptr ? a.opt.pos_weight : 1.f;
     auto coef = [&](int64_t c, bool positive) {
@@ -237,9 +237,6 @@ struct AslHot {
     loss0 = ClassTable(a.cols, [&](int64_t c) { return -coef(c, false); });
     grad1 = ClassTable(a.cols, [&](int64_t c) { return -coef(c, true) * grad_scale; });
     grad0 = ClassTable(a.cols, [&](int64_t c) { return coef(c, false) * grad_scale; });
-  }
-  static bool per_class(const Operand& op) {
-    return op.ptr == nullptr || (op.stride_r == 0 && (op.stride_c == 0 || op.stride_c == 1));
   }
   C10_ALWAYS_INLINE void operator()(const Vec& x, const Vec& t01, int64_t col, Vec& loss,
                                     Vec& grad) const {
@@ -291,13 +288,7 @@ struct Asl {
   // A chunk on the hot path (kernel_common.h); false when this call has none.
   template <typename xT, typename tT>
   bool hot_chunk(const xT* x, const tT* t, xT* grad, int64_t begin, int64_t end, Vec& acc) const {
-    if (!hot.ready || !chunk_is_hard(t, begin, end)) return false;
-    if (args.write_grad) {
-      CPU_CAPABILITY::hot_chunk<true>(x, t, grad, begin, end, args.cols, acc, hot);
-    } else {
-      CPU_CAPABILITY::hot_chunk<false>(x, t, grad, begin, end, args.cols, acc, hot);
-    }
-    return true;
+    return run_hot_chunk(hot, args.write_grad, args.cols, x, t, grad, begin, end, acc);
   }
   void operator()(int64_t row, int64_t col, const Vec& x, const Vec& t, int64_t n, Vec& loss,
                   Vec& grad, Vec&) const {

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../launch_args.h"
 #include "vec_fast.h"
 #include "vec_math.h"
 
@@ -84,6 +85,25 @@ inline void hot_chunk(const xT* x, const tT* t, xT* grad, int64_t begin, int64_t
     acc = acc + Vec::set(Vec(0.f), loss, n);
     if constexpr (kGrad) store_as(grad + i, g, n);
   }
+}
+
+// Absent, one value, or one value per column of a [.., C] operand: what a table holds.
+inline bool per_class_operand(const Operand& op) {
+  return op.ptr == nullptr || (op.stride_r == 0 && (op.stride_c == 0 || op.stride_c == 1));
+}
+
+// A loss's hot_chunk (kernel_common.h's kHot protocol): runs `hot` (a step
+// functor with a `ready` flag) over the chunk when the call and the chunk allow.
+template <typename Hot, typename xT, typename tT>
+inline bool run_hot_chunk(const Hot& hot, bool write_grad, int64_t cols, const xT* x,
+                          const tT* t, xT* grad, int64_t begin, int64_t end, Vec& acc) {
+  if (!hot.ready || !chunk_is_hard(t, begin, end)) return false;
+  if (write_grad) {
+    hot_chunk<true>(x, t, grad, begin, end, cols, acc, hot);
+  } else {
+    hot_chunk<false>(x, t, grad, begin, end, cols, acc, hot);
+  }
+  return true;
 }
 
 }  // namespace CPU_CAPABILITY

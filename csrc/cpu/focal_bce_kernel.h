@@ -96,7 +96,7 @@ struct FocalHot {
     const Operand& pw = a.operands[FocalBceOperands::pos_weight];
     const Operand& w = a.operands[FocalBceOperands::weight];
     ready = a.reduce && !a.opt.has_ignore_index && a.opt.label_smoothing == 0.f &&
-            per_class(al) && per_class(pw) && per_class(w);
+            per_class_operand(al) && per_class_operand(pw) && per_class_operand(w);
     if (!ready) return;
     const int64_t cols = a.cols;
     const bool has_alpha = alpha_mode(a) != AlphaMode::None;
@@ -111,10 +111,6 @@ struct FocalHot {
     loss0 = ClassTable(cols, [&](int64_t c) { return -coef(c, false); });
     grad1 = ClassTable(cols, [&](int64_t c) { return coef(c, true) * grad_scale; });
     grad0 = ClassTable(cols, [&](int64_t c) { return -coef(c, false) * grad_scale; });
-  }
-  // Absent, one value, or one value per column of a [.., C] operand.
-  static bool per_class(const Operand& op) {
-    return op.ptr == nullptr || (op.stride_r == 0 && (op.stride_c == 0 || op.stride_c == 1));
   }
   C10_ALWAYS_INLINE void operator()(const Vec& x, const Vec& t01, int64_t col, Vec& loss,
                                     Vec& grad) const {
@@ -147,13 +143,7 @@ struct FocalBce {
   // A chunk on the hot path (kernel_common.h); false when this call has none.
   template <typename xT, typename tT>
   bool hot_chunk(const xT* x, const tT* t, xT* grad, int64_t begin, int64_t end, Vec& acc) const {
-    if (!hot.ready || !chunk_is_hard(t, begin, end)) return false;
-    if (a.write_grad) {
-      CPU_CAPABILITY::hot_chunk<true>(x, t, grad, begin, end, a.cols, acc, hot);
-    } else {
-      CPU_CAPABILITY::hot_chunk<false>(x, t, grad, begin, end, a.cols, acc, hot);
-    }
-    return true;
+    return run_hot_chunk(hot, a.write_grad, a.cols, x, t, grad, begin, end, acc);
   }
   // Inlined into the driver's loops, so a vector costs one call (focal_bce_vec),
   // not two.
