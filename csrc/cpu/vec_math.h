@@ -18,12 +18,43 @@ namespace CPU_CAPABILITY {
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kLanes = Vec::size();
 
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// kLanes 16-bit floats as one register of half a Vec's width. ATen's 16-bit
+// Vectorized holds twice kLanes, so a kLanes load or store of it goes through
+// a stack copy; these move the bits directly and convert with ATen's helpers.
+#if defined(CPU_CAPABILITY_AVX2)
+using Bits16 = __m128i;
+using RegF = __m256;
+inline Bits16 load_bits16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+inline void store_bits16(void* p, Bits16 v) { _mm_storeu_si128(static_cast<__m128i*>(p), v); }
+#else
+using Bits16 = __m256i;
+using RegF = __m512;
+inline Bits16 load_bits16(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+inline void store_bits16(void* p, Bits16 v) { _mm256_storeu_si256(static_cast<__m256i*>(p), v); }
+#endif
+#define FUSED_LOSSES_BITS16 1
+#endif
+
 // Load n <= kLanes elements of any arithmetic type as floats (missing lanes 0).
 template <typename T>
 inline Vec load_as_float(const T* p, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     return Vec::loadu(p, n);
   } else if constexpr (std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>) {
+#ifdef FUSED_LOSSES_BITS16
+    if (n == kLanes) {
+      RegF o;
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        at::vec::cvtbf16_fp32(load_bits16(p), o);
+      } else {
+        at::vec::cvtfp16_fp32(load_bits16(p), o);
+      }
+      return Vec(o);
+    }
+#endif
     return at::vec::convert<float>(at::vec::Vectorized<T>::loadu(p, n));
   } else if constexpr (std::is_same_v<T, uint8_t>) {  // bool targets: widen in registers
 #if defined(CPU_CAPABILITY_AVX2)
@@ -53,6 +84,16 @@ inline void store_as(T* p, const Vec& v, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     v.store(p, n);
   } else if constexpr (std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>) {
+#ifdef FUSED_LOSSES_BITS16
+    if (n == kLanes) {
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        store_bits16(p, at::vec::cvtfp32_bf16(v));
+      } else {
+        store_bits16(p, at::vec::cvtfp32_fp16(v));
+      }
+      return;
+    }
+#endif
     at::vec::convert<T>(v).store(p, n);
   } else {
     alignas(64) float buf[kLanes];
