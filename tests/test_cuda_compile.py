@@ -52,3 +52,22 @@ def test_cuda_source_compiles(source, tmp_path, generated):
     assert result.returncode == 0, (
         f"nvcc failed on {source.relative_to(ROOT)} for {archs} "
         f"(exit {result.returncode}):\n{' '.join(cmd)}\n{result.stderr}{result.stdout}")
+
+
+HOST_ERRS = (-1, 0, 1)  # FUSED_LOSSES_HOST_ERR: fast maths' worst-case error down, none, up
+
+
+def host_builds(out_dir: Path, source: str, flags=()) -> dict:
+    """{error sign: executable}: tests/<source> (a host build of the device maths)
+    compiled by nvcc for the CPU once per HOST_ERRS value, in parallel."""
+    procs = {}
+    for err in HOST_ERRS:
+        exe = out_dir / f"{Path(source).stem}_{err + 1}"
+        cmd = [NVCC, "-std=c++17", "-O2", *flags, f"-DFUSED_LOSSES_HOST_ERR={err}", "-I",
+               str(ROOT / "csrc"), "-o", str(exe), str(ROOT / "tests" / source)]
+        procs[err] = (exe, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            text=True))
+    for exe, p in procs.values():
+        out, errtext = p.communicate(timeout=600)
+        assert p.returncode == 0, f"nvcc failed:\n{errtext}{out}"
+    return {err: exe for err, (exe, _) in procs.items()}

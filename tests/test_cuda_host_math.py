@@ -25,7 +25,7 @@ import torch
 from fused_losses.reference.asl import asl as ref_asl
 from fused_losses.reference.focal_bce import focal_bce as ref_focal
 
-from test_cuda_compile import NVCC, ROOT
+from test_cuda_compile import HOST_ERRS as ERRS, NVCC, ROOT, host_builds
 
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found: host maths not built")
 
@@ -35,7 +35,6 @@ XS = [0.0, 1e-30, -1e-30, 1e-7, -1e-7, 0.01, -0.01, 0.5, -0.5, 1.0, -1.0, 2.0, -
       100.0, -100.0, 1e4, -1e4]
 XS = [float(np.float32(x)) for x in XS]
 SOFT = [float(np.float32(t)) for t in (0.0, 0.05, 0.3, 0.5, 0.9, 1.0)]
-ERRS = (-1, 0, 1)
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +43,7 @@ def binaries(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostmath")
     subprocess.run([sys.executable, str(ROOT / "fused_losses" / "_codegen.py"), str(d / "gen")],
                    check=True, capture_output=True, text=True, timeout=120)
-    procs = {}
-    for err in ERRS:
-        exe = d / f"hostmath_{err + 1}"
-        cmd = [NVCC, "-std=c++17", "-O2", "-diag-suppress", "20013",
-               f"-DFUSED_LOSSES_HOST_ERR={err}", "-I", str(ROOT / "csrc"), "-I", str(d / "gen"),
-               "-o", str(exe), str(ROOT / "tests" / "cuda_host_math.cu")]
-        procs[err] = (exe, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                            text=True))
-    for err, (exe, p) in procs.items():
-        out, errtext = p.communicate(timeout=600)
-        assert p.returncode == 0, f"nvcc failed:\n{errtext}{out}"
-    return {err: exe for err, (exe, _) in procs.items()}
+    return host_builds(d, "cuda_host_math.cu", ("-diag-suppress", "20013", "-I", str(d / "gen")))
 
 
 def run(exe: Path, lines: list[str]) -> list[str]:

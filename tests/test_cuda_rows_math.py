@@ -29,12 +29,11 @@ import torch
 from fused_losses.reference.dsc import dsc as ref_dsc
 from fused_losses.reference.softmax_focal import softmax_focal as ref_focal
 
-from test_cuda_compile import NVCC, ROOT
+from test_cuda_compile import HOST_ERRS as ERRS, NVCC, ROOT, host_builds
 
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found: host row maths not built")
 
 RTOL, FLOOR, NUDGE, REF_ABS = 2e-5, 1e-30, 2.0 ** -22, 64 * 2.0 ** -52
-ERRS = (-1, 0, 1)
 
 
 def _rows():
@@ -103,18 +102,7 @@ def _line(kind, x, y, kw):
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory):
     """{host error sign: executable}, built in parallel."""
-    d = tmp_path_factory.mktemp("hostrows")
-    procs = {}
-    for err in ERRS:
-        exe = d / f"hostrows_{err + 1}"
-        cmd = [NVCC, "-std=c++17", "-O2", f"-DFUSED_LOSSES_HOST_ERR={err}", "-I",
-               str(ROOT / "csrc"), "-o", str(exe), str(ROOT / "tests" / "cuda_host_rows.cu")]
-        procs[err] = (exe, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                            text=True))
-    for err, (exe, p) in procs.items():
-        out, errtext = p.communicate(timeout=600)
-        assert p.returncode == 0, f"nvcc failed:\n{errtext}{out}"
-    return {err: exe for err, (exe, _) in procs.items()}
+    return host_builds(tmp_path_factory.mktemp("hostrows"), "cuda_host_rows.cu")
 
 
 def _check(kind, configs, binaries):
