@@ -17,6 +17,12 @@ from .functional import (
     self_adjusting_dice_loss as self_adjusting_dice_loss,
     binary_cross_entropy_with_logits as binary_cross_entropy_with_logits,
 )
+from .linear_head import (
+    linear_focal_bce as linear_focal_bce,
+    linear_asymmetric_loss as linear_asymmetric_loss,
+    LinearFocalBCE as LinearFocalBCE,
+    LinearAsymmetricLoss as LinearAsymmetricLoss,
+)
 from .nn import (
     FocalBCE as FocalBCE,
     GHMC as GHMC,
@@ -49,6 +55,10 @@ __all__ = [
     "SoftmaxFocalLoss",
     "SelfAdjustingDiceLoss",
     "BCEWithLogitsLoss",
+    "linear_focal_bce",
+    "linear_asymmetric_loss",
+    "LinearFocalBCE",
+    "LinearAsymmetricLoss",
     "available_backends",
     "BackendUnavailableError",
     "check_class_targets",
