@@ -81,7 +81,7 @@ def normalize(target, n: int, c: int, device: torch.device) -> Targets:
             if lo < -1 or hi >= c:
                 raise ValueError(f"padded target indices must lie in [-1, {c}) (-1: "
                                  f"padding), got {lo if lo < -1 else hi}")
-        return Targets(None, None, target, None)
+        return Targets(None, None, target.to(torch.int64), None)
     if target.shape[1] != c:
         raise ValueError(f"dense target shape {tuple(target.shape)} must equal the "
                          f"logits' [N, C] = [{n}, {c}]")
@@ -108,7 +108,7 @@ def _csr(target: torch.Tensor, n: int, c: int) -> Targets:
     # output_size: the length is known (nnz), so no host sync on a GPU
     rows = torch.repeat_interleave(torch.arange(n, device=crow.device), counts,
                                    output_size=cols.numel())
-    return Targets(None, rows, cols, values)
+    return Targets(None, rows, cols.to(torch.int64), values)
 
 
 def chunk_target(t: Targets, rows: slice, cols: slice, n: int, c: int) -> torch.Tensor:
@@ -119,11 +119,11 @@ def chunk_target(t: Targets, rows: slice, cols: slice, n: int, c: int) -> torch.
     c0, c1 = cols.indices(c)[:2]
     height, width = r1 - r0, c1 - c0
     if t.rows is None:  # padded [N, K]: the chunk's rows are a slice of it
-        idx = t.cols[r0:r1].to(torch.int64)
+        idx = t.cols[r0:r1]
         local = torch.arange(height, device=idx.device).unsqueeze(1) * width + (idx - c0)
         keep = (idx >= c0) & (idx < c1)
     else:
-        idx = t.cols.to(torch.int64)
+        idx = t.cols
         r = t.rows
         local = (r - r0) * width + (idx - c0)
         keep = (idx >= c0) & (idx < c1) & (r >= r0) & (r < r1)

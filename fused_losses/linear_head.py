@@ -160,7 +160,7 @@ _COMMON_DOC = """linear_bias: ``[C]`` or None, the input's dtype.
         reduction: over the N·C logits, as the loss's own function.
         chunk_size: None (the rule in ``fused_losses._linear_chunks``: a chunk's
             logits, gradient and labels take at most 5 % of the N×C fp32 logits, and
-            at most 32 MiB on the CPU or 256 MiB on a GPU), or the number of classes
+            at most 32 MiB on the CPU or 1 GiB on a GPU), or the number of classes
             per chunk (chunks then run over classes).
         backend: ``"auto" | "triton" | "cuda" | "cpu" | "torch"``: which kernel
             computes each chunk's loss and gradient (``"torch"``: the reference)."""
