@@ -25,13 +25,16 @@ $(STAMP): pyproject.toml setup.py $(SOURCES) $(CODEGEN)
 test: $(STAMP)
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests
 
-# Benchmark table against native PyTorch on the best device present.
+# Benchmark table against native PyTorch on the best device present, then the fused
+# linear heads against F.linear + the loss (bench/linear_head.py).
 bench: $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.linear_head
 
 # One-minute smoke run of the same job on tiny shapes (CI runs it); results stay in build/.
 bench-quick: $(STAMP)
 	$(PY) -m bench.run --quick --out build/bench-quick
+	$(PY) -m bench.linear_head --quick --out build/bench-quick
 
 # The worked example (CPU, about a minute): examples/results.md and examples/results.png.
 example: $(STAMP)

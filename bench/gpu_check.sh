@@ -6,15 +6,19 @@
 #   build   145 s  TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 setup.py build_ext --inplace
 #                  (the package is then used through PYTHONPATH)
 #   env      15 s  versions, backends, nvidia-smi: is the CUDA build there?
-#   tests    83 s  the CUDA tests: `-k cuda` (the -m cuda files and every fused
+#   tests    75 s  the CUDA tests: `-k cuda` (the -m cuda files and every fused
 #                  test's cuda parameter), then `-k triton` on the GPU, then the
 #                  torch.compile training steps, each with the time still left
-#   grid    140 s  python -m bench.gpu_grid (starts no work after 125 s): issue 14's
+#   grid    110 s  python -m bench.gpu_grid (starts no work after 95 s): issue 14's
 #                  row losses vs F.cross_entropy first (~50 s with Triton JIT), then
 #                  the elementwise losses (~50 s), then torch.compile rows while time
 #                  is left (few); the deadline trims from the end of that order
-#   ncu      80 s  python -m bench.ncu (ncu itself limited to 70 s)
-#   total   463 s  + at most 3 s of kill grace per stage (5 x 3) = 478 s <= 480 s
+#   linear   50 s  python -m bench.linear_head (starts no measurement after 38 s):
+#                  issue 15's fused linear heads vs F.linear + the loss, bf16, at
+#                  (8192, 1024, 131072) then (4096, 768, 670000), then ASL; torch.compile
+#                  only where 45 s are left (so not here), GEMMs alone per case
+#   ncu      65 s  python -m bench.ncu (ncu itself limited to 55 s)
+#   total   460 s  + at most 3 s of kill grace per stage (6 x 3) = 478 s <= 480 s
 #
 # A stage that overruns is interrupted (SIGINT, so pytest still prints its
 # summary; SIGKILL 3 s later) and the next stage starts: what the others wrote
@@ -24,9 +28,10 @@
 # A copied tree's .git may be stale: pass the commit as BENCH_COMMIT=<hash>.
 #
 # Outputs: gpu-check.log (this script's story), gpu-check-stages.md (limit, time
-# and status per stage), gpu-{build,env,grid,ncu}.log, gpu-tests-{cuda,triton,
+# and status per stage), gpu-{build,env,grid,linear,ncu}.log, gpu-tests-{cuda,triton,
 # compile}.log (pytest's summary and its 15 slowest tests, to size the next run),
-# <device>-grid.{csv,md,png} (bench/gpu_grid.py), <device>-ncu.{csv,md},
+# <device>-grid.{csv,md,png} (bench/gpu_grid.py), linear-head-<device>.{csv,md}
+# (bench/linear_head.py), <device>-ncu.{csv,md},
 # <device>-ncu-raw.csv, -ncu.log and -ncu-plan.json (bench/ncu.py).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -35,9 +40,10 @@ PY=${PYTHON:-python3}
 DRY=${GPU_CHECK_DRY:-0}
 BUILD_S=${BUILD_TIMEOUT:-145}
 ENV_S=${ENV_TIMEOUT:-15}
-TEST_S=${TEST_TIMEOUT:-83}
-GRID_S=${GRID_TIMEOUT:-140}
-NCU_S=${NCU_TIMEOUT:-80}
+TEST_S=${TEST_TIMEOUT:-75}
+GRID_S=${GRID_TIMEOUT:-110}
+LINEAR_S=${LINEAR_TIMEOUT:-50}
+NCU_S=${NCU_TIMEOUT:-65}
 KILL_S=3
 TOTAL_S=${GPU_CHECK_TOTAL:-478}  # a stage's limit is cut to what is left of this
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -153,7 +159,7 @@ tests_stage() {
 
 if [ "$DRY" = 1 ]; then
     echo "GPU_CHECK_DRY=1: stages and limits only; nothing runs."
-    echo "budget: build $BUILD_S + env $ENV_S + tests $TEST_S + grid $GRID_S + ncu $NCU_S = $((BUILD_S + ENV_S + TEST_S + GRID_S + NCU_S)) s (+ ${KILL_S} s kill grace per stage)"
+    echo "budget: build $BUILD_S + env $ENV_S + tests $TEST_S + grid $GRID_S + linear $LINEAR_S + ncu $NCU_S = $((BUILD_S + ENV_S + TEST_S + GRID_S + LINEAR_S + NCU_S)) s (+ ${KILL_S} s kill grace per stage)"
 fi
 say "gpu-check: commit $BENCH_COMMIT, python $PY, results in $RESULTS${OUT:+, copied to $OUT}"
 
@@ -173,6 +179,8 @@ fi
 tests_stage
 run_stage grid "$GRID_S" "$RESULTS/gpu-grid.log" \
     "$PY" -m bench.gpu_grid --out "$RESULTS" --deadline-s $((GRID_S - 15))
+run_stage linear "$LINEAR_S" "$RESULTS/gpu-linear.log" \
+    "$PY" -m bench.linear_head --out "$RESULTS" --deadline-s $((LINEAR_S - 12))
 run_stage ncu "$NCU_S" "$RESULTS/gpu-ncu.log" \
     "$PY" -m bench.ncu --out "$RESULTS" --timeout $((NCU_S - 10))
 [ -f "$RESULTS/gpu-ncu.log" ] && [ "$DRY" != 1 ] && tail -25 "$RESULTS/gpu-ncu.log" >>"$LOG"

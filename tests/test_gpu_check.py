@@ -48,8 +48,9 @@ def test_dry_run_lists_stages_within_eight_minutes(tmp_path):
     out = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout
     limits = dict(re.findall(r"=== (\w+) \(limit (\d+) s", out))
-    assert set(limits) == {"build", "env", "grid", "ncu"}, out
+    assert set(limits) == {"build", "env", "grid", "linear", "ncu"}, out
     assert int(limits["build"]) <= 150 and int(limits["grid"]) <= 150 and int(limits["ncu"]) <= 90
+    assert 30 <= int(limits["linear"]) <= 60  # bench.linear_head, issue 15
     tests = re.findall(r'=== tests -k "([^"]+)" \(limit (\d+) s of (\d+) s', out)
     assert [k for k, _, _ in tests][0].startswith("cuda"), out
     test_s = int(tests[0][2])
@@ -59,6 +60,8 @@ def test_dry_run_lists_stages_within_eight_minutes(tmp_path):
     assert sum(stages) + grace * len(stages) <= 480, (stages, grace)
     assert "setup.py -q build_ext --inplace" in out and "TORCH_CUDA_ARCH_LIST=9.0" in out
     assert "-m bench.gpu_grid" in out and "-m bench.ncu" in out
+    deadline = int(re.search(r"-m bench\.linear_head --out \S+ --deadline-s (\d+)", out).group(1))
+    assert deadline < int(limits["linear"])
     assert not results.exists() and not (tmp_path / "out").exists()
 
 
