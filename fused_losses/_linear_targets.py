@@ -94,7 +94,10 @@ def _csr(target: torch.Tensor, n: int, c: int) -> Targets:
     if tuple(target.shape) != (n, c):
         raise ValueError(f"sparse CSR target shape {tuple(target.shape)} must equal the "
                          f"logits' [N, C] = [{n}, {c}]")
-    crow, cols, values = target.crow_indices(), target.col_indices(), target.values()
+    # values() is a view whose _base is the sparse tensor itself: detached, the
+    # positions hold no reference to it, which torch.compile (a graph break on
+    # the sparse target) and fake tensors (opcheck) need: both fail on the view
+    crow, cols, values = target.crow_indices(), target.col_indices(), target.values().detach()
     if values.is_complex():
         raise TypeError(f"target values must be real or bool, got {values.dtype}")
     if checks_values(values):
