@@ -118,6 +118,18 @@ class Inputs:
                                            (self.case.n, self.case.c))
 
 
+def lce_rows(case: Case):
+    """``batch_chunk_size`` of F.linear_cross_entropy: the default options on a CPU
+    (torch 2.13) take 1 row per chunk, a GEMV and a rank-1 update of the whole
+    grad_weight per row (minutes per call at (2048, 128, 200000)); here a chunk's
+    fp32 logits get the fused head's budget (5 % of N·C·4 B, at most 32 MiB).
+    None (torch's default) on a GPU."""
+    if case.device.type != "cpu":
+        return None
+    budget = min(0.05 * case.n * case.c * 4, 32 << 20)
+    return max(1, min(case.n, int(budget // (case.c * 4))))
+
+
 def eager_step(x, w, b, target):
     return torchvision_focal(F.linear(x, w, b), target, None, GAMMA, ALPHA)
 
@@ -163,10 +175,12 @@ def candidates(case: Case, inp: Inputs, no_compile: bool, quick: bool) -> list:
             compiled = torch.compile(eager_step, dynamic=False)
         compiled(x, w, b, inp.dense(case.dtype)).backward()
 
+    from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions
+    lce_options = LinearCrossEntropyOptions(batch_chunk_size=lce_rows(case))
+
     def linear_ce():
-        from torch.nn.modules.linear_cross_entropy_options import LinearCrossEntropyOptions
         F.linear_cross_entropy(x, w, inp.class_target, linear_bias=b,
-                               options=LinearCrossEntropyOptions()).backward()
+                               options=lce_options).backward()
 
     csr = None
 

@@ -121,6 +121,8 @@ def measure(case: Case, inp: Inputs, cands: list, reps: int, deadline: float) ->
             warm[cand.name] = call_once(cand, inp)  # compiles, autotunes, faults pages in
         except Exception as exc:  # one broken candidate must not end the run
             failed[cand.name] = failure(exc, dev)
+        print(f"  warm-up {cand.name}: " + (f"{warm[cand.name]:.2f} s" if cand.name in warm
+                                           else failed[cand.name]), flush=True)
     if "compile" in warm:
         info["compile"] = f"compile + first call {warm['compile']:.1f} s"
     live = [c for c in cands if c.name in warm]
@@ -138,6 +140,9 @@ def measure(case: Case, inp: Inputs, cands: list, reps: int, deadline: float) ->
                     samples[cand.name].append(1e3 * call_once(cand, inp))
             except Exception as exc:
                 failed[cand.name] = failure(exc, dev)
+        if dev.type == "cpu":
+            print(f"  rep {rep + 1}: " + ", ".join(f"{n} {s[-1]:.0f} ms" for n, s in
+                                                    samples.items() if s), flush=True)
     times, peaks = {}, {}
     for cand in live:
         s = samples[cand.name]
@@ -201,7 +206,10 @@ def main(argv=None) -> int:
     base = out / f"linear-head-{slug(name)}"
     rows: list = []
     notes = ["linear_cross_entropy is softmax cross-entropy over one class per row "
-             "(torch's F.linear_cross_entropy): a time/memory reference, not the same loss.",
+             "(torch's F.linear_cross_entropy): a time/memory reference, not the same loss. "
+             "On a CPU it runs with LinearCrossEntropyOptions(batch_chunk_size=<rows whose "
+             "fp32 logits take 5 % of N·C·4 B, at most 32 MiB>): the default options take "
+             "1 row per chunk there (minutes per call at C = 200000); on a GPU the defaults.",
              "eager = F.linear + torchvision's sigmoid_focal_loss formula (gamma 2, alpha 0.25, "
              "no pos_weight) on a dense target in the input's dtype; unfused = F.linear + "
              "fused_losses.focal_bce (or asymmetric_loss) on a dense bool target."]
