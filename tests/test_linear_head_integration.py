@@ -182,20 +182,24 @@ def spawn_ranks(tmp_path):
     """Run ``_rank`` on WORLD processes, as tests/test_ddp.py does, but forked
     first: a spawned rank re-imports torch, fused_losses and this module (~10 s
     on the 2-core CI machine), a forked one starts at once. The ranks use one
-    thread each (no OpenMP pool used after the fork). A hung attempt is killed
-    and retried with a fresh rendezvous file, then spawned."""
+    thread each (no OpenMP pool used after the fork). An attempt that hangs or
+    fails (say, a fork after CUDA was initialised) is retried, spawned, with a
+    fresh rendezvous file; results are only read from one that completed."""
+    errors = []
     for attempt, (method, seconds) in enumerate((("fork", 20), ("spawn", 60), ("spawn", 60))):
         ctx = mp.start_processes(_rank, args=(str(tmp_path / f"init{attempt}"), str(tmp_path)),
                                  nprocs=WORLD, join=False, start_method=method)
         deadline = time.monotonic() + seconds
-        while not ctx.join(timeout=0.1):
-            if time.monotonic() > deadline:
-                for proc in ctx.processes:
-                    proc.kill()
-                break
-        else:
+        try:
+            while not ctx.join(timeout=0.1):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{method}ed ranks hung")
             return
-    pytest.fail("DDP ranks hung on all attempts")
+        except Exception as e:  # noqa: BLE001 - retried, reported below
+            errors.append(f"{method}: {e}")
+            for proc in ctx.processes:
+                proc.kill()
+    pytest.fail("DDP ranks failed on every attempt:\n" + "\n".join(errors))
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
