@@ -138,11 +138,11 @@ def run(input: torch.Tensor, weight: torch.Tensor, bias, targets: Targets,
         del g
     if gb is not None:
         gb.mul_(factor)
-    empty = input.new_empty(0)
+    # A fresh empty tensor per missing gradient: outputs of a custom op may not alias.
     return ((total * factor).to(input.dtype),
-            empty if gx is None else gx.to(input.dtype),
-            empty if gw is None else gw.to(weight.dtype),
-            empty if gb is None else gb.to(bias.dtype))
+            input.new_empty(0) if gx is None else gx.to(input.dtype),
+            input.new_empty(0) if gw is None else gw.to(weight.dtype),
+            input.new_empty(0) if gb is None else gb.to(bias.dtype))
 
 
 def _accumulate_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float) -> None:
