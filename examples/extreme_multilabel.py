@@ -47,7 +47,7 @@ MiB = 1 << 20
 @dataclasses.dataclass
 class Config:
     num_labels: int = 100_000
-    num_train: int = 20_000
+    num_train: int = 16_000
     num_test: int = 2_000
     min_pos: int = 5              # positives per row: uniform in [min_pos, max_pos]
     max_pos: int = 20             # (duplicate draws removed, so a few rows have fewer)
