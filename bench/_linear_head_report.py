@@ -5,9 +5,9 @@ ms or MiB over the row's), never from numbers of another run.
 """
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
+
+from ._report import write_csv
 
 MIB = 1 << 20
 # Baselines, in the order the columns show them.
@@ -132,21 +132,6 @@ def write_markdown(path: Path, header: list, rows: list, checks: list, notes: li
 
 
 def append_csv(path: Path, rows: list) -> None:
-    """Append ``rows``; a file with other columns is rewritten with these first
-    (old rows keep their values, new columns stay empty), as bench/_report.py does."""
-    if path.exists():
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            old = list(reader) if tuple(reader.fieldnames or ()) != COLUMNS else None
-        if old is not None:
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({k: r.get(k) or "" for k in COLUMNS} for r in old)
-            path.write_text(buf.getvalue())
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
+    """Append ``rows`` with this table's columns (bench/_report.py's rule for a file
+    written with other columns)."""
+    write_csv(path, rows, COLUMNS)

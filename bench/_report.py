@@ -38,27 +38,27 @@ def print_case(case, rows: list, io_bytes: int) -> None:
                                 initial_indent="  ", subsequent_indent="    "))
 
 
-def write_csv(path: Path, rows: list) -> None:
+def write_csv(path: Path, rows: list, columns: tuple = COLUMNS) -> None:
     """Append ``rows``; a file written with other columns is rewritten with these
     (old rows keep their values, new columns stay empty for them)."""
     old = []
     if path.exists():
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != COLUMNS:
+            if tuple(reader.fieldnames or ()) != columns:
                 old = list(reader)
     if old:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({k: row.get(k) or "" for k in COLUMNS} for row in old)
+        writer.writerows({k: row.get(k) or "" for k in columns} for row in old)
         path.write_text(buf.getvalue())
     new = not path.exists()
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         if new:
             writer.writeheader()
-        writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
+        writer.writerows({k: row.get(k, "") for k in columns} for row in rows)
 
 
 def read_csv(path: Path) -> list:

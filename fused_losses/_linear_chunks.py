@@ -43,7 +43,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ._linear_targets import Targets, chunk_target
+from ._linear_targets import ChunkLabels, Targets
 
 LOGITS_FRACTION = 0.05
 CHUNK_BYTES = {"cpu": 32 << 20, "cuda": 1 << 30}
@@ -109,13 +109,14 @@ def run(input: torch.Tensor, weight: torch.Tensor, bias, targets: Targets,
     if need_b:
         gb = torch.zeros(c, dtype=acc, device=input.device)
     length = n if chunks.by_rows else c
-    for lo in range(0, length, chunks.size):
+    labels = ChunkLabels(targets, n, c, chunks.by_rows, chunks.size)
+    for k, lo in enumerate(range(0, length, chunks.size)):
         part = slice(lo, min(lo + chunks.size, length))
         rows, cols = (part, slice(None)) if chunks.by_rows else (slice(None), part)
         x, w = input[rows], weight[cols]
         b = None if bias is None else bias[cols]
         z = torch.mm(x, w.t()) if b is None else torch.addmm(b, x, w.t())
-        t = chunk_target(targets, rows, cols, n, c)
+        t = labels(k, rows, cols)
         loss, g = chunk_loss(z, t, None if chunks.by_rows else part, need_grad)
         del z, t
         total += loss.to(acc)

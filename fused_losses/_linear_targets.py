@@ -16,8 +16,9 @@ to N×C as a whole:
 Sparse forms become one list of positions ``(rows, cols, values)`` of length
 P. A chunk's dense target (the chunk's rows × columns, 1 byte per element for
 hard labels) is built by scattering every position into a zeroed buffer, with
-positions outside the chunk sent to one spare slot at its end: no shape ever
-depends on the data, so there is no host sync and CUDA graphs can capture it.
+positions outside the chunk sent to one spare slot at its end (``ChunkLabels``):
+no shape ever depends on the data, so there is no host sync and CUDA graphs
+can capture it.
 """
 from __future__ import annotations
 
@@ -114,31 +115,55 @@ def _csr(target: torch.Tensor, n: int, c: int) -> Targets:
     return Targets(None, rows, cols.to(torch.int64), values)
 
 
-def chunk_target(t: Targets, rows: slice, cols: slice, n: int, c: int) -> torch.Tensor:
-    """The dense labels of logits chunk ``[rows, cols]``, contiguous."""
-    if t.dense is not None:
-        return t.dense[rows, cols].contiguous()
-    r0, r1 = rows.indices(n)[:2]
-    c0, c1 = cols.indices(c)[:2]
-    height, width = r1 - r0, c1 - c0
-    if t.rows is None:  # padded [N, K]: the chunk's rows are a slice of it
-        idx = t.cols[r0:r1]
-        local = torch.arange(height, device=idx.device).unsqueeze(1) * width + (idx - c0)
-        keep = (idx >= c0) & (idx < c1)
-    else:
-        idx = t.cols
-        r = t.rows
-        local = (r - r0) * width + (idx - c0)
-        keep = (idx >= c0) & (idx < c1) & (r >= r0) & (r < r1)
-    spare = height * width
-    soft = t.values is not None and t.values.is_floating_point()
-    if t.values is not None and not soft:  # hard 0/1 values: a listed 0 stays 0
-        keep = keep & (t.values != 0)
-    flat = torch.where(keep, local, spare).reshape(-1)
-    if soft:
-        buf = torch.zeros(spare + 1, dtype=torch.float32, device=flat.device)
-        buf.index_put_((flat,), t.values.to(torch.float32), accumulate=True)
-    else:
-        buf = torch.zeros(spare + 1, dtype=torch.bool, device=flat.device)
-        buf.index_fill_(0, flat, True)
-    return buf[:spare].view(height, width)
+class ChunkLabels:
+    """The dense labels of each chunk of one call, ``labels(k, height, width)`` for
+    chunk k (chunks of ``size`` rows when ``by_rows``, else of ``size`` classes).
+
+    For sparse targets the positions are placed once per call: each position's
+    chunk, and its flat offset inside a full chunk and inside the last one. A
+    chunk's labels are then four operations (compare, select, zero-fill,
+    scatter) whatever the form, instead of recomputing the offsets per chunk:
+    the host work per chunk is what bounds a GPU step with many chunks.
+    """
+
+    def __init__(self, t: Targets, n: int, c: int, by_rows: bool, size: int):
+        self.t, self.n, self.c, self.by_rows, self.size = t, n, c, by_rows, size
+        if t.dense is not None:
+            return
+        cols = t.cols.reshape(-1)
+        rows = t.rows
+        if rows is None:  # padded [N, K]: row r holds positions r·K ... r·K + K-1
+            k = t.cols.shape[1]
+            rows = torch.arange(n, device=cols.device).repeat_interleave(k, output_size=n * k)
+        valid = cols >= 0
+        self.soft = t.values is not None and t.values.is_floating_point()
+        if t.values is not None and not self.soft:  # hard 0/1 values: a listed 0 stays 0
+            valid = valid & (t.values != 0)
+        along, across = (rows, cols) if by_rows else (cols, rows)
+        self.chunk = torch.where(valid, along // size, -1)
+        offset = along % size
+        length = n if by_rows else c
+        last = length - (max(1, -(-length // size)) - 1) * size
+        if by_rows:  # row-major [height, C]: the same offsets in every chunk
+            self.full = self.last = offset * c + across
+        else:        # row-major [N, width]: the last chunk may be narrower
+            self.full = across * size + offset
+            self.last = across * last + offset if last != size else self.full
+        self.count = max(1, -(-length // size))
+
+    def __call__(self, k: int, rows: slice, cols: slice) -> torch.Tensor:
+        t = self.t
+        if t.dense is not None:
+            return t.dense[rows, cols].contiguous()
+        height = len(range(*rows.indices(self.n)))
+        width = len(range(*cols.indices(self.c)))
+        spare = height * width
+        local = self.last if k == self.count - 1 else self.full
+        flat = torch.where(self.chunk == k, local, spare)
+        if self.soft:
+            buf = torch.zeros(spare + 1, dtype=torch.float32, device=flat.device)
+            buf.index_put_((flat,), t.values.to(torch.float32), accumulate=True)
+        else:
+            buf = torch.zeros(spare + 1, dtype=torch.bool, device=flat.device)
+            buf.index_fill_(0, flat, True)
+        return buf[:spare].view(height, width)

@@ -156,6 +156,14 @@ _TARGET_DOC = """target: the labels of the ``[N, C]`` logits, in one of three fo
             int32/int64 ``[N, K]`` tensor (K ≠ C) of class indices, ``-1`` for padding.
             Sparse forms are never densified beyond one chunk."""
 
+_SHAPES_ARGS_DOC = f"""Shapes: input ``[N, H]``, linear_weight ``[C, H]``, linear_bias ``[C]``,
+    target ``[N, C]`` (dense or sparse) or ``[N, K]`` (padded); output ``[]``.
+
+    Args:
+        input: features, float16, bfloat16 or float32 (float64: reference only).
+        linear_weight: ``[C, H]``, the input's dtype.
+        {_TARGET_DOC}"""
+
 _COMMON_DOC = """linear_bias: ``[C]`` or None, the input's dtype.
         reduction: over the N·C logits, as the loss's own function.
         chunk_size: None (the rule in ``fused_losses._linear_chunks``: a chunk's
@@ -186,13 +194,7 @@ linear_focal_bce.__doc__ = fr"""Focal BCE of a linear layer's logits, without bu
     ``linear_bias``; the backward scales them. Names follow torch's
     ``F.linear_cross_entropy``.
 
-    Shapes: input ``[N, H]``, linear_weight ``[C, H]``, linear_bias ``[C]``, target
-    ``[N, C]`` (dense or sparse) or ``[N, K]`` (padded); output ``[]``.
-
-    Args:
-        input: features, float16, bfloat16 or float32 (float64: reference only).
-        linear_weight: ``[C, H]``, the input's dtype.
-        {_TARGET_DOC}
+    {_SHAPES_ARGS_DOC}
         gamma, alpha, label_smoothing: as :func:`fused_losses.focal_bce`.
         pos_weight: ``[C]`` (or scalar) weight of the positive term.
         {_COMMON_DOC}
@@ -230,13 +232,7 @@ linear_asymmetric_loss.__doc__ = fr"""Asymmetric loss of a linear layer's logits
     included; ``"batchmean"`` divides the sum by N), computed a chunk of logits at
     a time, the gradients in the forward.
 
-    Shapes: input ``[N, H]``, linear_weight ``[C, H]``, linear_bias ``[C]``, target
-    ``[N, C]`` (dense or sparse) or ``[N, K]`` (padded); output ``[]``.
-
-    Args:
-        input: features, float16, bfloat16 or float32 (float64: reference only).
-        linear_weight: ``[C, H]``, the input's dtype.
-        {_TARGET_DOC}
+    {_SHAPES_ARGS_DOC}
         gamma_pos, gamma_neg, clip, eps, detach_focal_weight, pos_weight,
             label_smoothing: as :func:`fused_losses.asymmetric_loss`.
         {_COMMON_DOC}
