@@ -288,7 +288,8 @@ class _LinearHead(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     @torch.no_grad()
-    def init_prior_bias(self, pos_counts: torch.Tensor, num_samples) -> "_LinearHead":
+    def init_prior_bias(self, pos_counts: torch.Tensor,
+                        num_samples: Union[int, float]) -> "_LinearHead":
         """Set the bias to ``fused_losses.prior_bias(pos_counts, num_samples)``:
         σ(bias) starts at each class's frequency (focal-loss prior initialisation)."""
         from .weights import prior_bias
@@ -341,7 +342,8 @@ class LinearFocalBCE(_LinearHead):
                  gamma: float = 2.0, alpha: Optional[Union[float, torch.Tensor]] = None,
                  pos_weight: Optional[torch.Tensor] = None, label_smoothing: float = 0.0,
                  reduction: str = "mean", chunk_size: Optional[int] = None,
-                 backend: str = "auto", device=None, dtype=None) -> None:
+                 backend: str = "auto", device: Optional[Union[torch.device, str]] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__(in_features, out_features, bias,
                          dict(gamma=gamma, alpha=alpha, pos_weight=pos_weight,
                               label_smoothing=label_smoothing),
@@ -368,7 +370,8 @@ class LinearAsymmetricLoss(_LinearHead):
                  pos_weight: Optional[Union[float, torch.Tensor]] = None,
                  label_smoothing: float = 0.0, reduction: str = "sum",
                  chunk_size: Optional[int] = None, backend: str = "auto",
-                 device=None, dtype=None) -> None:
+                 device: Optional[Union[torch.device, str]] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__(in_features, out_features, bias,
                          dict(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, eps=eps,
                               detach_focal_weight=detach_focal_weight, pos_weight=pos_weight,
