@@ -157,3 +157,41 @@ def parity_fn(fn, x, t, backend, dtype=None, **options):
                                         **_cpu(options)), x)
     assert_close(got[0], ref[0], dtype or x.dtype, "loss")
     assert_close(got[1], ref[1], dtype or x.dtype, "grad")
+
+
+def _rank_entry(rank, fn, args):
+    torch.set_num_threads(1)  # WORLD ranks on the CI machine's two cores; no OpenMP pool after a fork
+    fn(rank, *args)
+
+
+def run_ranks(fn, args_for_attempt, world=2,
+              plan=(("fork", 10), ("fork", 10), ("spawn", 90), ("spawn", 90))):
+    """Run ``fn(rank, *args_for_attempt(attempt))`` on ``world`` processes, one thread each.
+
+    Forked first: a spawned rank re-imports torch, fused_losses and the test
+    module (~10 s on the 2-core CI machine), a forked one starts at once. An
+    attempt that fails or hangs past its seconds (a fork after CUDA was
+    initialised; the rare gloo hang seen on that machine) is killed and retried,
+    spawned, with the fresh rendezvous file ``args_for_attempt`` gives; results
+    are only ever read from an attempt that completed.
+    """
+    import time
+
+    import pytest
+    import torch.multiprocessing as mp
+
+    errors = []
+    for attempt, (method, seconds) in enumerate(plan):
+        ctx = mp.start_processes(_rank_entry, args=(fn, args_for_attempt(attempt)), nprocs=world,
+                                 join=False, start_method=method)
+        deadline = time.monotonic() + seconds
+        try:
+            while not ctx.join(timeout=0.1):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{method}ed ranks hung for {seconds} s")
+            return
+        except Exception as e:  # noqa: BLE001 - retried, reported below
+            errors.append(f"{method}: {e}")
+            for proc in ctx.processes:
+                proc.kill()
+    pytest.fail("distributed ranks failed on every attempt:\n" + "\n".join(errors))

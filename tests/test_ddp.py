@@ -10,16 +10,14 @@ user of a globally normalised loss does under DDP).
 """
 import datetime
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import fused_losses
-from helpers import assert_close
+from helpers import assert_close, run_ranks
 
 WORLD, STEPS, C = 2, 3, 20
 
@@ -70,31 +68,13 @@ def _rank(rank, init_file, out_dir, name, backend):
         dist.destroy_process_group()
 
 
-def spawn_ranks(args_for_attempt, attempts=4, seconds=30):
-    """Run ``_rank`` on WORLD processes. On this 2-core CI machine the gloo ranks
-    very occasionally hang (cause not found; seen in about half the runs here, a completed run takes ~5 s), so a
-    hung attempt is killed and retried with a fresh rendezvous file; results
-    are only ever read from an attempt that completed."""
-    for attempt in range(attempts):
-        ctx = mp.start_processes(_rank, args=args_for_attempt(attempt), nprocs=WORLD,
-                                 join=False, start_method="spawn")
-        deadline = time.monotonic() + seconds
-        while not ctx.join(timeout=1):
-            if time.monotonic() > deadline:
-                for proc in ctx.processes:
-                    proc.kill()
-                break
-        else:
-            return
-    pytest.fail(f"DDP ranks hung on all {attempts} attempts")
-
-
 @pytest.mark.parametrize("name", ["FocalBCE", "GHMC"])
 def test_ddp_matches_one_process(name, tmp_path):
     backend = "auto"  # the fused C++ kernel when built (each process spawn costs seconds)
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
-    spawn_ranks(lambda attempt: (str(tmp_path / f"init{attempt}"), str(tmp_path), name, backend))
+    run_ranks(_rank, lambda attempt: (str(tmp_path / f"init{attempt}"), str(tmp_path), name,
+                                      backend), WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     single = fresh_model()
     train(single, make_loss(name, backend, False), *data())

@@ -5,11 +5,10 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import fused_losses
 from fused_losses.spec import BY_STEM
-from helpers import assert_close
+from helpers import assert_close, run_ranks
 
 STEPS, BINS, MOMENTUM = 2, 10, 0.75
 
@@ -54,7 +53,7 @@ def test_two_ranks_equal_one_process(backend, tmp_path):
         pytest.skip(f"{backend} GHM-C unavailable on CPU tensors here")
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
-    mp.spawn(_rank, args=(2, str(tmp_path / "init"), str(tmp_path), backend), nprocs=2)
+    run_ranks(_rank, lambda attempt: (2, str(tmp_path / f"init{attempt}"), str(tmp_path), backend))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     x, t = batch()
     whole = fused_losses.GHMC(bins=BINS, momentum=MOMENTUM, backend=backend)

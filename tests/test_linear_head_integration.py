@@ -4,18 +4,16 @@ and parity of the ``cuda`` and ``triton`` backends on CUDA tensors.
 """
 import datetime
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import fused_losses as fl
 from fused_losses import _linear_chunks, linear_head as LH
 from fused_losses._linear_targets import normalize
-from helpers import assert_close
+from helpers import assert_close, run_ranks
 from test_linear_head import close, loss_fns, make_problem, one_thread, reference  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta",
@@ -164,7 +162,6 @@ def ddp_train(model, h, target):
 
 
 def _rank(rank, init_file, out_dir):
-    torch.set_num_threads(1)  # two ranks on two cores
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=WORLD, timeout=datetime.timedelta(seconds=60))
     try:
@@ -177,34 +174,10 @@ def _rank(rank, init_file, out_dir):
         dist.destroy_process_group()
 
 
-def spawn_ranks(tmp_path):
-    """Run ``_rank`` on WORLD processes, as tests/test_ddp.py does, but forked
-    first: a spawned rank re-imports torch, fused_losses and this module (~10 s
-    on the 2-core CI machine), a forked one starts at once. The ranks use one
-    thread each (no OpenMP pool used after the fork). An attempt that hangs or
-    fails (say, a fork after CUDA was initialised) is retried, spawned, with a
-    fresh rendezvous file; results are only read from one that completed."""
-    errors = []
-    for attempt, (method, seconds) in enumerate((("fork", 20), ("spawn", 60), ("spawn", 60))):
-        ctx = mp.start_processes(_rank, args=(str(tmp_path / f"init{attempt}"), str(tmp_path)),
-                                 nprocs=WORLD, join=False, start_method=method)
-        deadline = time.monotonic() + seconds
-        try:
-            while not ctx.join(timeout=0.1):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{method}ed ranks hung")
-            return
-        except Exception as e:  # noqa: BLE001 - retried, reported below
-            errors.append(f"{method}: {e}")
-            for proc in ctx.processes:
-                proc.kill()
-    pytest.fail("DDP ranks failed on every attempt:\n" + "\n".join(errors))
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_matches_one_process(tmp_path):
     assert _linear_chunks.plan(32, DDP_C, torch.float32, "cpu", 1, 96).count >= 5
-    spawn_ranks(tmp_path)
+    run_ranks(_rank, lambda attempt: (str(tmp_path / f"init{attempt}"), str(tmp_path)), WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     single = _Net()
     ddp_train(single, *ddp_data())
