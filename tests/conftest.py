@@ -55,3 +55,18 @@ def _fresh_dynamo(request):
     if "compile" in request.node.name:
         torch._dynamo.reset()
     yield
+
+
+def pytest_collection_finish(session):
+    """The nvcc compile checks of tests/test_cuda_compile.py: run them last, and
+    start their compiles now in the background (one nvcc at a time, one thread,
+    low priority) so they overlap the rest of the suite."""
+    compile_items = [item for item in session.items
+                     if item.nodeid.split("::")[0].endswith("test_cuda_compile.py")
+                     and item.originalname == "test_cuda_source_compiles"]
+    if not compile_items:
+        return
+    chosen = set(map(id, compile_items))
+    session.items[:] = [i for i in session.items if id(i) not in chosen] + compile_items
+    import test_cuda_compile
+    test_cuda_compile.start_background([item.callspec.params["source"] for item in compile_items])
